@@ -1,0 +1,221 @@
+"""The shared HTTP core of every connector: one `requests` session per connector with retries and
+backoff on 5xx/timeouts, rate-limit handling (429 + `Retry-After`, Close's `RateLimit` header,
+Teamwork's `X-Rate-Limit-*`), proactive pacing when a vendor says no requests remain, a hook
+for auth refresh, and errors that never carry a secret (no headers, no query strings).
+
+Plain Python, no Dagster imports.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+RETRYABLE_STATUS = {500, 502, 503, 504}
+_CLOSE_RATELIMIT = re.compile(r"limit=(\d+(?:\.\d+)?),\s*remaining=(\d+(?:\.\d+)?),\s*reset=(\d+(?:\.\d+)?)")
+
+
+class ApiError(RuntimeError):
+    """A vendor API call failed for good. The message names the system and the call, never a secret."""
+
+    def __init__(self, system: str, method: str, url: str, status: int | None, detail: str):
+        self.system, self.status = system, status
+        path = urlsplit(url).path  # the query string may hold tokens (Zoho refresh): leave it out
+        super().__init__(f"{system}: {method} {path} failed" + (f" with HTTP {status}" if status else "") + f": {detail}")
+
+
+class AuthError(ApiError):
+    """Credentials were refused: stop the tenant's sync, never retry in a loop."""
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_rate_limit_wait: float = 120.0
+    timeout: float = 60.0
+
+
+class AuthStrategy:
+    """How a connector authenticates. `apply` decorates each request; `refresh` is called once
+    after a 401 and returns True if a retry with new credentials makes sense."""
+
+    def apply(self, session: requests.Session, headers: dict[str, str]) -> None:
+        pass
+
+    def refresh(self, response: requests.Response) -> bool:
+        return False
+
+
+def rate_limit_wait(response: requests.Response) -> float | None:
+    """Seconds the vendor asks us to wait, from whichever header it uses (None if none)."""
+    h = response.headers
+    m = _CLOSE_RATELIMIT.search(h.get("RateLimit", ""))
+    if m and response.status_code == 429:
+        return float(m.group(3))
+    for name in ("Retry-After", "RateLimit-Reset"):
+        value = h.get(name)
+        if value:
+            try:
+                return float(value)
+            except ValueError:
+                try:  # HTTP-date form of Retry-After
+                    from email.utils import parsedate_to_datetime
+                    return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+                except (TypeError, ValueError):
+                    pass
+    reset = h.get("X-Rate-Limit-Reset")
+    if reset:
+        return _reset_seconds(reset)
+    if m:
+        return float(m.group(3))
+    return None
+
+
+def _reset_seconds(value: str) -> float | None:
+    """Teamwork documents X-Rate-Limit-Reset ambiguously: accept an epoch second or a delay."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if number > 1_000_000_000:  # an epoch timestamp
+        return max(0.0, number - time.time())
+    return max(0.0, number)
+
+
+def pacing_wait(response: requests.Response) -> float:
+    """Seconds to pause before the next call when the vendor reports no requests remaining."""
+    h = response.headers
+    m = _CLOSE_RATELIMIT.search(h.get("RateLimit", ""))
+    if m and float(m.group(2)) <= 0:
+        return float(m.group(3))
+    remaining = h.get("X-Rate-Limit-Remaining")
+    if remaining is not None and remaining.strip().lstrip("-").isdigit() and int(remaining) <= 0:
+        return _reset_seconds(h.get("X-Rate-Limit-Reset", "")) or 1.0
+    return 0.0
+
+
+class HttpClient:
+    def __init__(self, system: str, base_url: str, auth: AuthStrategy | None = None,
+                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.system = system
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth or AuthStrategy()
+        self.policy = policy or RetryPolicy()
+        self.session = requests.Session()
+        self.sleep = sleep
+        self.calls = 0  # requests sent, for the run ledger
+        self.throttled = 0  # 429s received
+        self._pause_until = 0.0
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+        """Send one logical request, retrying what is transient. Returns a response whose status
+        is in `ok`; raises AuthError on refused credentials and ApiError on anything else."""
+        url = self.url(path)
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = self._pause_until - time.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+            headers = dict(kwargs.pop("headers", None) or {})
+            self.auth.apply(self.session, headers)
+            try:
+                self.calls += 1
+                resp = self.session.request(method, url, headers=headers, timeout=self.policy.timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                kwargs["headers"] = headers
+                if attempt >= self.policy.max_attempts:
+                    raise ApiError(self.system, method, url, None, f"{type(exc).__name__} after {attempt} attempts") from None
+                self._backoff(attempt)
+                continue
+            kwargs["headers"] = headers
+            pause = pacing_wait(resp)
+            if pause:
+                self._pause_until = time.monotonic() + min(pause, self.policy.max_rate_limit_wait)
+            if resp.status_code in ok:
+                return resp
+            if resp.status_code == 401 and not refreshed and self.auth.refresh(resp):
+                refreshed = True
+                continue
+            if resp.status_code in (401, 403) and self._is_auth_failure(resp):
+                raise AuthError(self.system, method, url, resp.status_code,
+                                "credentials were refused; the tenant's sync stops until they are fixed "
+                                f"({_error_text(resp)})")
+            if resp.status_code == 429:
+                self.throttled += 1
+                if attempt >= self.policy.max_attempts * 2:
+                    raise ApiError(self.system, method, url, 429, "still rate limited after repeated waits")
+                wait_s = rate_limit_wait(resp)
+                self.sleep(min(wait_s if wait_s is not None else 2.0 ** min(attempt, 5), self.policy.max_rate_limit_wait))
+                continue
+            if resp.status_code in RETRYABLE_STATUS and attempt < self.policy.max_attempts:
+                self._backoff(attempt)
+                continue
+            raise ApiError(self.system, method, url, resp.status_code, _error_text(resp))
+
+    def _is_auth_failure(self, resp: requests.Response) -> bool:
+        return resp.status_code == 401 or "auth" in _error_text(resp).lower() or "token" in _error_text(resp).lower()
+
+    def _backoff(self, attempt: int) -> None:
+        delay = min(self.policy.backoff_max, self.policy.backoff_base * 2 ** (attempt - 1))
+        self.sleep(delay * (0.5 + random.random() / 2))
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+
+def _error_text(resp: requests.Response, limit: int = 300) -> str:
+    """A short, secret-free description of an error body."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return (resp.text or resp.reason or "")[:limit]
+    if isinstance(body, dict):
+        for key in ("message", "error", "errors", "code"):
+            if body.get(key):
+                return str(body[key])[:limit]
+    return str(body)[:limit]
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Tolerant ISO-8601 parse to an aware UTC datetime: `Z`, `+00:00`, `+0000`, `+05:30`, µs or
+    not; naive values are UTC (Close event log). None for empty or unparseable values."""
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    if re.search(r"[+-]\d{4}$", text):  # Salesforce: +0000
+        text = f"{text[:-2]}:{text[-2:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One source record as landed: its id, its change time (UTC) and the full payload."""
+
+    source_id: str
+    updated_at: datetime | None
+    payload: dict[str, Any]
+
+
+Page = list[Record]
+PageStream = Iterator[Page]

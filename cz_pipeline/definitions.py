@@ -1,0 +1,23 @@
+"""Assembles the project's Dagster definitions from the concern folders under `defs/`."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .defs.crm.assets import build_crm_assets
+from .defs.cs.assets import build_cs_assets
+from .defs.jobs import build_jobs
+from .defs.resources import build_resources, tenant_partitions
+
+
+def build_defs(tenants_path: str | None = None, warehouse_url: str | None = None) -> dg.Definitions:
+    """Definitions for one tenants file (default: `CZ_TENANTS_FILE`, else the demo's)."""
+    partitions = tenant_partitions(tenants_path)
+    return dg.Definitions(
+        assets=[*build_crm_assets(partitions), *build_cs_assets(partitions)],
+        jobs=build_jobs(partitions),
+        resources=build_resources(tenants_path, warehouse_url),
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,76 @@
+"""Raw CRM entity assets (`crm/<entity>`): one per canonical entity whatever the tenant's CRM;
+each lands its connector's pages in `raw.<entity>` through the sync engine."""
+
+
+import dagster as dg
+import sqlalchemy as sa
+
+from ...connectors import AuthError, build_crm_connector
+from ...sync.engine import sync_entity
+from ...sync.fields import check_configured_fields
+from ...tenants import ConfigError, MissingSecretError
+from ..resources import TenantsResource, WarehouseResource, markdown_table, sync_mode
+
+CRM_ENTITIES = {
+    "leads": "Accounts as the CRM holds them (Close leads, Zoho/Salesforce accounts), every field in `payload`.",
+    "contacts": "CRM contacts, every field in `payload`.",
+    "deals": "Deals (Close opportunities, Zoho deals, Salesforce opportunities).",
+    "tasks": "CRM tasks, open and completed.",
+    "users": "CRM users (all of them, so references never break).",
+}
+
+
+def raw_preview(engine: sa.Engine, entity: str, tenant_id: str) -> str:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            f"SELECT source_id, source_updated_at, deleted_at FROM raw.{entity} WHERE tenant_id = :t "
+            "ORDER BY source_updated_at DESC NULLS LAST LIMIT 5"), {"t": tenant_id}).mappings().all()
+    return markdown_table([dict(r) for r in rows])
+
+
+def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, entity: str, connector, *,
+             source_system: str, fingerprint: str, overlap_seconds: int, settle_lag_seconds: int) -> dg.MaterializeResult:
+    """Run the engine for one entity and turn its result into asset metadata. Credential and
+    configuration problems fail without Dagster retries: retrying cannot fix them."""
+    engine = warehouse.engine()
+    tenant_id = context.partition_key
+    try:
+        result = sync_entity(
+            engine, tenant_id=tenant_id, source_system=source_system, entity=entity, connector=connector,
+            requested_mode=sync_mode(context), fingerprint=fingerprint, overlap_seconds=overlap_seconds,
+            settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id,
+            api_credits=getattr(connector.http, "credits", None))
+    except AuthError as exc:
+        raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
+    context.log.info(f"{tenant_id} {entity}: {result.mode} ({result.reason}); read {result.records_read}, "
+                     f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, "
+                     f"{result.api_calls} API calls")
+    metadata = {k: v for k, v in result.as_metadata().items() if v is not None and k != "tenant_id"}
+    metadata["preview"] = dg.MetadataValue.md(raw_preview(engine, entity, tenant_id))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _crm_asset(entity: str, description: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["crm", entity], group_name="crm", partitions_def=partitions_def,
+        pool="crm_api", kinds={"postgres"}, description=description,
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+               tenants: TenantsResource) -> dg.MaterializeResult:
+        tenant = tenants.get(context.partition_key)
+        try:
+            connector = build_crm_connector(tenant.crm)
+            check_configured_fields(tenant, entity, connector)
+        except (ConfigError, MissingSecretError, AuthError) as exc:
+            raise dg.Failure(f"tenant {tenant.tenant_id!r}: {exc}", allow_retries=False) from None
+        return run_sync(context, warehouse, entity, connector, source_system=tenant.crm.system,
+                        fingerprint=tenant.crm.fields_fingerprint(entity),
+                        overlap_seconds=tenant.crm.overlap_seconds,
+                        settle_lag_seconds=tenant.crm.settle_lag_seconds)
+
+    return _asset
+
+
+def build_crm_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [_crm_asset(entity, description, partitions_def) for entity, description in CRM_ENTITIES.items()]

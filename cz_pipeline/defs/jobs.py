@@ -1,0 +1,25 @@
+"""Sync jobs (design section 4). Both run raw -> derived for one tenant partition in one process;
+the mode travels as a run tag that the assets read."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .resources import SYNC_MODE_TAG
+
+SYNC_SELECTION = dg.AssetSelection.groups("crm", "cs", "helpdesk")
+JOB_DESCRIPTIONS = {
+    "routine_sync": "Incremental sync of one tenant: records changed since the cursor, plus records that newly "
+                    "meet the sync filter. Removes nothing but deletions the vendor reports explicitly.",
+    "full_sync": "Full sync of one tenant: every record of every object; records deleted at the source or no "
+                 "longer meeting the sync filter are tombstoned in raw and removed from cs.",
+}
+
+
+def build_jobs(partitions_def: dg.PartitionsDefinition) -> list[dg.UnresolvedAssetJobDefinition]:
+    return [
+        dg.define_asset_job(name, selection=SYNC_SELECTION, partitions_def=partitions_def,
+                            executor_def=dg.in_process_executor, description=description,
+                            tags={SYNC_MODE_TAG: name.removesuffix("_sync")})
+        for name, description in JOB_DESCRIPTIONS.items()
+    ]

@@ -1,0 +1,6 @@
+# Keys of the local sandbox servers (not real credentials). Sourced by `make demo`.
+export DEMO_CLOSE_API_KEY="${DEMO_CLOSE_API_KEY:-api_sandbox_key}"
+export DEMO_DESK_API_KEY="${DEMO_DESK_API_KEY:-tw_sandbox_key}"
+export DEMO_ZOHO_CLIENT_ID="${DEMO_ZOHO_CLIENT_ID:-zoho_client}"
+export DEMO_ZOHO_CLIENT_SECRET="${DEMO_ZOHO_CLIENT_SECRET:-zoho_secret}"
+export DEMO_ZOHO_REFRESH_TOKEN="${DEMO_ZOHO_REFRESH_TOKEN:-zoho_refresh}"
