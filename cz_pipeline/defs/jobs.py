@@ -16,7 +16,7 @@ JOB_DESCRIPTIONS = {
 }
 
 
-def build_jobs(partitions_def: dg.PartitionsDefinition) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs(partitions_def: dg.PartitionsDefinition) -> list:
     return [
         dg.define_asset_job(name, selection=SYNC_SELECTION, partitions_def=partitions_def,
                             executor_def=dg.in_process_executor, description=description,

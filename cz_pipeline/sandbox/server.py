@@ -213,7 +213,10 @@ class SandboxApp:
             except (KeyError, ValueError) as exc:
                 return json_response(400, {"error": str(exc)})
         if op == "state" and req.method == "GET":
-            return json_response(200, {"data": self.dump(req.arg("object", "") or "")})
+            try:
+                return json_response(200, {"data": self.dump(req.arg("object", "") or "")})
+            except (KeyError, ValueError) as exc:
+                return json_response(400, {"error": str(exc)})
         return json_response(404, {"error": f"unknown control operation {req.method} {op}"})
 
 
@@ -260,7 +263,8 @@ class RunningSandbox:
         self.httpd.daemon_threads = True
         self.host, self.port = self.httpd.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"sandbox-{app.name}", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"sandbox-{app.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

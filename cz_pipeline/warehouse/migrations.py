@@ -179,6 +179,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     );
     CREATE INDEX tickets_email_idx ON cs.tickets (tenant_id, lower(btrim(customer_email)));
     """),
+    # Next versions, one per concern (append in order; never edit a released one):
+    # 3: helpdesk ticket matching audit · 4: data quality / hierarchy · 5: automation / sync status
 ]
 
 
