@@ -5,7 +5,7 @@ each lands its connector's pages in `raw.<entity>` through the sync engine."""
 import dagster as dg
 import sqlalchemy as sa
 
-from ...connectors import AuthError, build_crm_connector
+from ...connectors import ApiError, AuthError, build_crm_connector
 from ...sync.engine import sync_entity
 from ...sync.fields import check_configured_fields
 from ...tenants import ConfigError, MissingSecretError
@@ -42,6 +42,11 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
             api_credits=getattr(connector.http, "credits", None))
     except AuthError as exc:
         raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
+    except ApiError as exc:
+        # The HTTP core already retried what was transient; a 4xx answer will not change on retry.
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+            raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
+        raise
     context.log.info(f"{tenant_id} {entity}: {result.mode} ({result.reason}); read {result.records_read}, "
                      f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, "
                      f"{result.api_calls} API calls")
