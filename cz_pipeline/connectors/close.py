@@ -42,6 +42,7 @@ def _fixed_utc(moment: datetime) -> str:
 class CloseConnector:
     system = "close"
     entities = ("leads", "contacts", "deals", "tasks", "activities", "users")
+    search_page_size = SEARCH_PAGE
 
     def __init__(self, base_url: str, api_key: str, policy: RetryPolicy | None = None):
         self.http = HttpClient("close", base_url, _BasicApiKey(api_key), policy)
@@ -140,7 +141,7 @@ class CloseConnector:
                 "sort": [{"direction": "asc", "field": {"type": "regular_field", "object_type": object_type,
                                                         "field_name": "date_updated"}}],
                 "_fields": {object_type: fields},
-                "_limit": SEARCH_PAGE,
+                "_limit": self.search_page_size,
             }
             requery_from: datetime | None = None
             while True:

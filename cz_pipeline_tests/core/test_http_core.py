@@ -1,0 +1,80 @@
+"""Edge cases of the shared HTTP core, with `responses` stubs (one connector-level concern each)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+import responses
+
+from cz_pipeline.connectors.http import ApiError, AuthError, HttpClient, RetryPolicy, parse_timestamp
+
+BASE = "https://api.example.test/v1"
+
+
+def client(**kw) -> tuple[HttpClient, list[float]]:
+    slept: list[float] = []
+    return HttpClient("close", BASE, policy=RetryPolicy(max_attempts=4, backoff_base=0.01), sleep=slept.append, **kw), slept
+
+
+@responses.activate
+def test_429_waits_for_the_close_ratelimit_reset_then_succeeds():
+    responses.get(f"{BASE}/lead/", status=429, headers={"RateLimit": "limit=100, remaining=0, reset=7"})
+    responses.get(f"{BASE}/lead/", json={"data": [], "has_more": False})
+    http, slept = client()
+    assert http.get_json("lead/") == {"data": [], "has_more": False}
+    assert 7.0 in slept and http.throttled == 1
+
+
+@responses.activate
+def test_429_honours_retry_after_and_teamwork_epoch_reset():
+    responses.get(f"{BASE}/a", status=429, headers={"Retry-After": "3"})
+    responses.get(f"{BASE}/a", status=429, headers={"X-Rate-Limit-Reset": str(int(time.time()) + 5)})
+    responses.get(f"{BASE}/a", json={})
+    http, slept = client()
+    http.get_json("a")
+    assert slept[0] == 3.0 and 3.0 <= slept[1] <= 6.0
+
+
+@responses.activate
+def test_server_errors_are_retried_with_backoff_then_give_up_with_a_clear_error():
+    for _ in range(4):
+        responses.get(f"{BASE}/opportunity/", status=503, json={"error": "unavailable"})
+    http, slept = client()
+    with pytest.raises(ApiError, match=r"close: GET /v1/opportunity/ failed with HTTP 503"):
+        http.get_json("opportunity/", params={"api_key": "should_not_leak"})
+    assert len(slept) == 3 and http.calls == 4
+
+
+@responses.activate
+def test_401_stops_at_once_with_no_secret_in_the_message():
+    responses.get(f"{BASE}/me/", status=401, json={"error": "Unauthorized"})
+    http, slept = client()
+    with pytest.raises(AuthError) as err:
+        http.get_json("me/", params={"token": "tok_SECRET_1"})
+    assert "credentials were refused" in str(err.value) and "tok_SECRET_1" not in str(err.value)
+    assert http.calls == 1 and slept == []
+
+
+@responses.activate
+def test_no_requests_remaining_makes_the_client_pace_itself():
+    responses.get(f"{BASE}/t", json={}, headers={"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "2"})
+    responses.get(f"{BASE}/t", json={})
+    http, slept = client()
+    http.get_json("t")
+    http.get_json("t")
+    assert len(slept) == 1 and 1.5 < slept[0] <= 2.0
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("2013-02-06T20:53:01.954000+00:00", datetime(2013, 2, 6, 20, 53, 1, 954000, tzinfo=timezone.utc)),
+    ("2021-01-01T00:00:00+00:00", datetime(2021, 1, 1, tzinfo=timezone.utc)),
+    ("2019-01-15T12:48:23.395000", datetime(2019, 1, 15, 12, 48, 23, 395000, tzinfo=timezone.utc)),  # Close events
+    ("2023-10-15T10:30:00+05:30", datetime(2023, 10, 15, 5, 0, tzinfo=timezone.utc)),  # Zoho local offset
+    ("2024-01-15T10:30:00.000+0000", datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)),  # Salesforce
+    ("2015-11-18T18:56:08Z", datetime(2015, 11, 18, 18, 56, 8, tzinfo=timezone.utc)),  # Teamwork
+    ("", None), ("not a date", None),
+])
+def test_timestamps_in_every_vendor_format_become_utc(raw, expected):
+    assert parse_timestamp(raw) == expected
