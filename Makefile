@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)
 export CZ_DATA_DIR ?= $(CURDIR)/.cz_data
 export CZ_TENANTS_FILE ?= $(CURDIR)/demo/tenants.yaml
 
-.PHONY: install demo test sandbox clean
+.PHONY: install demo test check bench sandbox clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# `dg check defs` against the embedded instance.
+check: install
+	@eval "$$($(BIN)/python -m cz_pipeline.warehouse.embedded)"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg check defs
+
+bench: install
+	$(BIN)/python benchmarks/close_sync.py --leads 5000
 
 sandbox: install
 	$(BIN)/python -m cz_pipeline.sandbox --demo
