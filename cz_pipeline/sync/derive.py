@@ -308,13 +308,14 @@ def publish(conn: sa.Connection, tenant: TenantConfig, table: str, mode: str) ->
     col_list = ", ".join(cols)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in spec.columns)
     guard = " OR ".join(f"x.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in spec.columns)
-    flags = conn.execute(sa.text(f"""
-        INSERT INTO cs.{table} AS x (tenant_id, {col_list})
-        SELECT :t, {col_list} FROM pg_temp.cand WHERE _reason IS NULL
-        ON CONFLICT (tenant_id, {spec.key}) DO UPDATE SET {updates}, synced_at = now() WHERE {guard}
-        RETURNING (xmax = 0)"""), t).scalars().all()
-    result.inserted = sum(1 for f in flags if f)
-    result.updated = len(flags) - result.inserted
+    counts = conn.execute(sa.text(f"""
+        WITH merged AS (
+            INSERT INTO cs.{table} AS x (tenant_id, {col_list})
+            SELECT :t, {col_list} FROM pg_temp.cand WHERE _reason IS NULL
+            ON CONFLICT (tenant_id, {spec.key}) DO UPDATE SET {updates}, synced_at = now() WHERE {guard}
+            RETURNING (xmax = 0) AS inserted)
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"""), t).one()
+    result.inserted, result.updated = counts
 
     if spec.exclusive_with:
         conn.execute(sa.text(f"""

@@ -80,6 +80,7 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
     started = datetime.now(timezone.utc)
     upper = started - timedelta(seconds=settle_lag_seconds)
     calls_before = connector.http.calls
+    credits_before = getattr(connector.http, "credits", None)  # vendors that bill credits (Zoho)
     raw_conn = engine.raw_connection()
     try:
         cur = raw_conn.cursor()
@@ -106,19 +107,20 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         cur.execute(f"""
             WITH src AS (
                 SELECT DISTINCT ON (source_id) source_id, source_updated_at, payload
-                FROM pg_temp.stage ORDER BY source_id, source_updated_at DESC NULLS LAST, seq DESC)
-            INSERT INTO raw.{entity} AS t (tenant_id, source_system, source_id, payload, source_updated_at)
-            SELECT %(t)s, %(s)s, source_id, payload, source_updated_at FROM src
-            ON CONFLICT (tenant_id, source_id) DO UPDATE
-               SET payload = EXCLUDED.payload, source_updated_at = EXCLUDED.source_updated_at,
-                   last_synced_at = now(), deleted_at = NULL
-             WHERE t.payload IS DISTINCT FROM EXCLUDED.payload
-                OR t.source_updated_at IS DISTINCT FROM EXCLUDED.source_updated_at
-                OR t.deleted_at IS NOT NULL
-            RETURNING (xmax = 0)""", {"t": tenant_id, "s": source_system})
-        flags = [r[0] for r in cur.fetchall()]
-        result.inserted = sum(flags)
-        result.updated = len(flags) - result.inserted
+                FROM pg_temp.stage ORDER BY source_id, source_updated_at DESC NULLS LAST, seq DESC),
+            merged AS (
+                INSERT INTO raw.{entity} AS t (tenant_id, source_system, source_id, payload, source_updated_at)
+                SELECT %(t)s, %(s)s, source_id, payload, source_updated_at FROM src
+                ON CONFLICT (tenant_id, source_id) DO UPDATE
+                   SET payload = EXCLUDED.payload, source_updated_at = EXCLUDED.source_updated_at,
+                       last_synced_at = now(), deleted_at = NULL
+                 WHERE t.payload IS DISTINCT FROM EXCLUDED.payload
+                    OR t.source_updated_at IS DISTINCT FROM EXCLUDED.source_updated_at
+                    OR t.deleted_at IS NOT NULL
+                RETURNING (xmax = 0) AS inserted)
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged""",
+                    {"t": tenant_id, "s": source_system})
+        result.inserted, result.updated = cur.fetchone()
 
         if mode == "full":
             cur.execute(f"""
@@ -143,6 +145,8 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         high_water = min(max(candidates), upper) if candidates else None
         result.high_water = high_water
         result.api_calls = connector.http.calls - calls_before
+        if credits_before is not None:  # measured after the pull, not when the caller built the call
+            api_credits = connector.http.credits - credits_before
         cur.execute("""
             INSERT INTO sync.cursors AS c (tenant_id, entity, high_water, fields_fingerprint, last_mode,
                                            last_sync_at, last_full_sync_at)
@@ -161,6 +165,8 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
             cur = raw_conn.cursor()
             failed = EntitySyncResult(tenant_id, entity, requested_mode, "failed",
                                       api_calls=connector.http.calls - calls_before)
+            if credits_before is not None:
+                api_credits = connector.http.credits - credits_before
             _ledger(cur, failed, "failed", started, dagster_run_id, api_credits, error=str(exc)[:2000])
             raw_conn.commit()
         except Exception:
