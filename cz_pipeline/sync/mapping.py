@@ -72,8 +72,10 @@ ZOHO = {
                  "first_name": "p->>'First_Name'", "last_name": "p->>'Last_Name'", "title": "p->>'Title'"},
     "deals": {"account_crm_id": "p->'Account_Name'->>'id'", "name": "p->>'Deal_Name'",
               "status_label": "p->>'Stage'",
-              "status_type": "CASE WHEN p->>'Stage' ILIKE 'Closed Won%' THEN 'won' "
-                             "WHEN p->>'Stage' ILIKE 'Closed Lost%' THEN 'lost' ELSE 'active' END",
+              # starts_with, not ILIKE '…%': this SQL is also embedded in text that goes through
+              # DBAPI paramstyle escaping, where a literal % is doubled
+              "status_type": "CASE WHEN starts_with(lower(p->>'Stage'), 'closed won') THEN 'won' "
+                             "WHEN starts_with(lower(p->>'Stage'), 'closed lost') THEN 'lost' ELSE 'active' END",
               "amount": typed("(p->>'Amount')", "numeric"), "currency": "p->>'Currency'",
               "close_date": typed("(p->>'Closing_Date')", "date"),
               "start_date": typed("(p->>'Start_Date')", "date"), "end_date": typed("(p->>'End_Date')", "date")},
