@@ -63,6 +63,15 @@ class CloseConnector:
                 out[f"custom.{definition.payload['id']}"] = definition.payload
         return out
 
+    def unknown_fields(self, entity: str, fields: list[str]) -> list[str]:
+        """Configured custom fields (`custom.cf_…`) missing from the object's definitions. Close
+        publishes no metadata for its standard fields, so only custom ones can be checked."""
+        custom = [f for f in fields if f.startswith("custom.")]
+        if not custom:
+            return []
+        known = self.custom_fields(entity)
+        return [f for f in custom if ".".join(f.split(".")[:2]) not in known]
+
     # ---- streams ---------------------------------------------------------------------------
     def stream(self, entity: str, since: datetime | None) -> Iterator[Page]:
         """Pages of records changed at or after `since` (everything when None)."""

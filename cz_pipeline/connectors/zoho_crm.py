@@ -262,6 +262,13 @@ class ZohoCrmConnector:
             return {}
         return {f["api_name"]: f for f in self.fields(entity) if f.get("custom_field")}
 
+    def unknown_fields(self, entity: str, fields: list[str]) -> list[str]:
+        """Configured fields whose api name (before any `.id`) the module's metadata lacks."""
+        if entity not in MODULES:
+            return []
+        known = {f["api_name"] for f in self.fields(entity)} | set(KEY_FIELDS)
+        return [f for f in fields if f.split(".")[0] not in known]
+
     def field_batches(self, module: str) -> list[list[str]]:
         """Every api_name of the module in batches of ≤50, each holding `id` and `Modified_Time`.
         A polymorphic lookup (`What_Id`) is useless without `$se_module`, the module it points

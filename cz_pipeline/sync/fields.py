@@ -29,15 +29,14 @@ def configured_fields(tenant: TenantConfig, entity: str) -> dict[str, str]:
 
 
 def check_configured_fields(tenant: TenantConfig, entity: str, connector: Any) -> None:
-    """Custom fields (`custom.<id>`) must exist among the object's discovered definitions; an
-    unknown one is a configuration error naming the tenant, the object and the field."""
-    wanted = {k: v for k, v in configured_fields(tenant, entity).items() if v.startswith("custom.")}
+    """Every configured field the CRM can vouch for must exist at the source (its metadata, or
+    Close's custom field definitions); an unknown one is a configuration error naming the tenant,
+    the key, the object and the field — before anything is read."""
+    wanted = configured_fields(tenant, entity)
     if not wanted:
         return
-    known = connector.custom_fields(entity)
+    unknown = set(connector.unknown_fields(entity, sorted(set(wanted.values()))))
     for key, field in wanted.items():
-        custom_key = ".".join(field.split(".")[:2])
-        if custom_key not in known:
-            raise ConfigError(
-                f"tenant {tenant.tenant_id!r}: key {key!r}: field {field!r} does not exist on the "
-                f"{tenant.crm.system} {entity} object (discovered {len(known)} custom fields)")
+        if field in unknown:
+            raise ConfigError(f"tenant {tenant.tenant_id!r}: key {key!r}: field {field!r} does not exist on the "
+                              f"{tenant.crm.system} {entity} object")

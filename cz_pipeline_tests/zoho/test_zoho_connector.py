@@ -132,3 +132,17 @@ def test_update_record_puts_a_data_array_and_reports_refusals(zoho):
     assert next(d for d in control.state("Deals") if d["id"] == deal["id"])["Proposal_URL"] == "https://cz.example/p/1"
     with pytest.raises(ApiError, match=r"INVALID_DATA.*No_Such_Field"):
         conn.update_record("Deals", deal["id"], {"No_Such_Field": 1})
+
+
+def test_a_misspelled_zoho_field_fails_naming_tenant_key_object_and_field(zoho, tenant_id, write_tenants, warehouse_url):
+    from cz_pipeline_tests.conftest import SyncRunner
+    from cz_pipeline_tests.zoho.conftest import zoho_crm_config
+
+    _, server, _ = zoho
+    cfg = zoho_crm_config(server.url, account_fields={"churn_score": {"source": "ChurnScor"}})
+    path = write_tenants({tenant_id: {"crm": cfg}})
+    result = SyncRunner(path, warehouse_url).run("full_sync", tenant_id, raise_on_error=False)
+    assert not result.success
+    message = " ".join(str(e.event_specific_data.error.message) for e in result.all_events if e.is_step_failure)
+    assert tenant_id in message and "crm.account_fields.churn_score.source" in message and "'ChurnScor'" in message
+    assert "zoho_crm leads object" in message
