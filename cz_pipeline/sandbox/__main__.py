@@ -20,8 +20,11 @@ DEMO_PORTS = {"close": 8701, "zoho": 8702, "desk": 8703}
 
 
 def demo_ticket_emails(close: CloseSandbox, rng: random.Random, n: int = 12) -> list[str]:
-    """Helpdesk customers drawn from the CRM's contacts, so tickets match."""
-    emails = sorted({e["email"] for c in close.dump("contact") for e in c.get("emails", []) if e.get("email")})
+    """Helpdesk customers drawn from the contacts of synced (Customer/Trial) leads, so most
+    tickets match; the Teamwork fake adds a few unknown addresses of its own."""
+    synced = {lead["id"] for lead in close.dump("lead") if lead["status_label"] in ("Customer", "Trial")}
+    emails = sorted({e["email"] for c in close.dump("contact") if c["lead_id"] in synced
+                     for e in c.get("emails", []) if e.get("email")})
     return rng.sample(emails, min(n, len(emails)))
 
 

@@ -179,8 +179,112 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     );
     CREATE INDEX tickets_email_idx ON cs.tickets (tenant_id, lower(btrim(customer_email)));
     """),
+    (3, "helpdesk ticket matching audit", """
+    CREATE TABLE sync.ticket_match_log (
+        id                            bigserial PRIMARY KEY,
+        tenant_id                     text NOT NULL,
+        ticket_id                     text NOT NULL,
+        match_status                  text NOT NULL,  -- matched | no_contact | ambiguous | removed
+        customer_email                text,
+        contact_external_id           text,
+        account_external_id           text,
+        previous_status               text,           -- NULL: first time the ticket was published
+        previous_contact_external_id  text,
+        previous_account_external_id  text,
+        reason                        text NOT NULL,  -- human-readable: why (un)matched
+        dagster_run_id                text,
+        changed_at                    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX ticket_match_log_ticket_idx ON sync.ticket_match_log (tenant_id, ticket_id, id DESC);
+    """),
+    (5, "automation: sync status per tenant", """
+    -- One row per sync: a Dagster run (all entities it synced) or a lone engine call. An entity
+    -- retried within a run counts with its last attempt.
+    CREATE VIEW sync.tenant_syncs AS
+    WITH attempt AS (
+        SELECT DISTINCT ON (r.tenant_id, COALESCE(r.dagster_run_id, 'ledger:' || r.id), r.entity)
+               r.*, COALESCE(r.dagster_run_id, 'ledger:' || r.id) AS sync_id
+          FROM sync.runs r
+         ORDER BY r.tenant_id, COALESCE(r.dagster_run_id, 'ledger:' || r.id), r.entity, r.finished_at DESC, r.id DESC)
+    SELECT tenant_id, sync_id,
+           max(dagster_run_id) AS dagster_run_id,
+           CASE WHEN bool_or(mode = 'full') THEN 'full' ELSE 'routine' END AS kind,   -- routine includes re-pulls
+           CASE WHEN bool_or(status = 'failed') THEN 'failed' ELSE 'success' END AS status,
+           string_agg(entity || ':' || mode, ', ' ORDER BY entity) AS modes,
+           string_agg(entity, ', ' ORDER BY entity) FILTER (WHERE mode = 'repull') AS repulled,
+           string_agg(entity || ': ' || left(error, 300), E'\n' ORDER BY entity) FILTER (WHERE status = 'failed') AS errors,
+           min(started_at) AS started_at, max(finished_at) AS finished_at,
+           count(*) AS entities,
+           sum(records_read) AS records_read, sum(inserted + updated) AS records_written,
+           sum(tombstoned) AS records_removed, sum(api_calls) AS api_calls, sum(api_credits) AS api_credits
+      FROM attempt
+     GROUP BY tenant_id, sync_id;
+
+    -- One row per tenant: its last routine and full sync and its current failure streak.
+    CREATE VIEW sync.tenant_status AS
+    WITH s AS (
+        SELECT s.*,
+               row_number() OVER (PARTITION BY tenant_id, kind ORDER BY finished_at DESC, sync_id) AS nth_of_kind,
+               count(*) FILTER (WHERE status = 'success')
+                   OVER (PARTITION BY tenant_id ORDER BY finished_at DESC, sync_id
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS successes_since,
+               row_number() OVER (PARTITION BY tenant_id, status ORDER BY finished_at DESC, sync_id) AS nth_of_status
+          FROM sync.tenant_syncs s)
+    SELECT tenant_id,
+           max(finished_at) AS last_sync_at,
+           max(finished_at) FILTER (WHERE status = 'success') AS last_success_at,
+           count(*) FILTER (WHERE successes_since = 0) AS consecutive_failures,
+           max(errors) FILTER (WHERE status = 'failed' AND nth_of_status = 1) AS last_error,
+           max(finished_at)     FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_at,
+           max(status)          FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_status,
+           max(modes)           FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_modes,
+           max(repulled)        FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_repulled,
+           max(records_read)    FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_read,
+           max(records_written) FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_written,
+           max(records_removed) FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_removed,
+           max(api_calls)       FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_api_calls,
+           max(dagster_run_id)  FILTER (WHERE kind = 'routine' AND nth_of_kind = 1) AS last_routine_run_id,
+           max(finished_at)     FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_at,
+           max(status)          FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_status,
+           max(modes)           FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_modes,
+           max(records_read)    FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_read,
+           max(records_written) FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_written,
+           max(records_removed) FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_removed,
+           max(api_calls)       FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_api_calls,
+           max(dagster_run_id)  FILTER (WHERE kind = 'full' AND nth_of_kind = 1) AS last_full_run_id
+      FROM s
+     GROUP BY tenant_id;
+    """),
     # Next versions, one per concern (append in order; never edit a released one):
-    # 3: helpdesk ticket matching audit · 4: data quality / hierarchy · 5: automation / sync status
+    (4, "data quality: check results (cross-run gate)", """
+    -- One row per evaluation of a data-quality check (sync/quality.py). The latest row per tenant
+    -- and blocking check gates the cs tables across runs: a cs asset refuses to publish while
+    -- the latest evaluation of a blocking check on its upstream failed.
+    CREATE TABLE sync.check_results (
+        id                   bigserial PRIMARY KEY,
+        tenant_id            text NOT NULL,
+        asset_key            text NOT NULL,               -- the checked asset, e.g. crm/leads
+        check_name           text NOT NULL,
+        blocking             boolean NOT NULL,
+        severity             text NOT NULL CHECK (severity IN ('ERROR', 'WARN')),
+        passed               boolean NOT NULL,
+        offending            bigint,
+        total                bigint,
+        share                double precision,
+        threshold            double precision,
+        expectation          text,                        -- the Great Expectations expectation type
+        failing_expectation  text,
+        sample               jsonb NOT NULL DEFAULT '[]',
+        message              text,
+        data_marker          bigint,                      -- newest sync.runs id of the entities read
+        dagster_run_id       text,
+        evaluated_at         timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX check_results_latest_idx ON sync.check_results (tenant_id, check_name, id DESC);
+    CREATE VIEW sync.check_status AS
+    SELECT DISTINCT ON (tenant_id, check_name) *
+      FROM sync.check_results ORDER BY tenant_id, check_name, id DESC;
+    """),
 ]
 
 
@@ -199,7 +303,7 @@ def migrate(engine: sa.Engine) -> list[int]:
                     " applied_at timestamptz NOT NULL DEFAULT now())")
             done = {v for (v,) in conn.execute(sa.text("SELECT version FROM sync.schema_migrations"))}
             conn.commit()
-            for version, description, ddl in MIGRATIONS:
+            for version, description, ddl in sorted(MIGRATIONS, key=lambda m: m[0]):
                 if version in done:
                     continue
                 with conn.begin():

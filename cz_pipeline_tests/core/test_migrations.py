@@ -15,7 +15,7 @@ def test_rerunning_migrations_is_a_no_op(warehouse_url):
     assert migrate(engine) == []
     with engine.connect() as conn:
         versions = [v for (v,) in conn.execute(sa.text("SELECT version FROM sync.schema_migrations ORDER BY 1"))]
-    assert versions == [v for v, _, _ in MIGRATIONS]
+    assert versions == sorted(v for v, _, _ in MIGRATIONS)
     engine.dispose()
 
 
@@ -28,7 +28,7 @@ def test_an_older_schema_is_upgraded_in_place(warehouse_url):
         import cz_pipeline.warehouse.migrations as m
 
         original = list(m.MIGRATIONS)
-        m.MIGRATIONS[:] = original[:1]
+        m.MIGRATIONS[:] = [mig for mig in original if mig[0] == 1]
         try:
             assert migrate(engine) == [1]
         finally:
@@ -36,7 +36,7 @@ def test_an_older_schema_is_upgraded_in_place(warehouse_url):
         with engine.begin() as conn:  # data written under the old schema survives the upgrade
             conn.execute(sa.text("INSERT INTO raw.leads (tenant_id, source_system, source_id, payload) "
                                  "VALUES ('t', 'close', 'lead_1', '{}')"))
-        assert migrate(engine) == [v for v, _, _ in original[1:]]
+        assert migrate(engine) == sorted(v for v, _, _ in original if v != 1)
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM raw.leads")).scalar() == 1
             assert conn.execute(sa.text("SELECT to_regclass('cs.accounts')")).scalar() == "cs.accounts"
