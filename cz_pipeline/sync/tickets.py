@@ -28,7 +28,8 @@ Decisions:
   `/desk/api` (`https://acme.teamwork.com/desk/api/v2` → `https://acme.teamwork.com/desk/tickets/123`).
 * `0001-01-01` timestamps (system tickets) are NULL.
 * Tenants keying contacts by email quarantine CRM contacts sharing an address (so neither is in
-  `cs.contacts`): their tickets are `no_contact`, and the audit reason names the quarantine.
+  `cs.contacts`); those contacts still make the address `ambiguous` (seed: several contacts match
+  → the ticket stays unassociated), and the audit reason says they are quarantined.
 
 Audit trail: `sync.ticket_match_log` gets a row when a ticket is first published, whenever its
 match (status, contact, account or normalised email) changes, and when it is removed — with a
@@ -84,11 +85,17 @@ WITH t AS (  -- the few fields the model needs, from the landed payloads
       FROM raw.tickets r CROSS JOIN LATERAL (SELECT r.payload AS p) t
      WHERE r.tenant_id = :t AND r.deleted_at IS NULL AND COALESCE(r.payload->>'state', '') <> 'deleted'
 ),
-c AS (  -- contacts by normalised email; n > 1 means ambiguous
-    SELECT lower(btrim(email)) AS em, count(*) AS n,
-           min(contact_external_id) AS contact_external_id, min(account_external_id) AS account_external_id
-      FROM cs.contacts
-     WHERE tenant_id = :t AND btrim(email) <> ''
+c AS (  -- CRM contacts by normalised email; n > 1 means ambiguous. Contacts keyed by email that
+         -- share one are quarantined as duplicates (not in cs.contacts) but still count here.
+    SELECT em, sum(n) AS n, min(contact_external_id) AS contact_external_id,
+           min(account_external_id) AS account_external_id
+      FROM (SELECT lower(btrim(email)) AS em, 1 AS n, contact_external_id, account_external_id
+              FROM cs.contacts WHERE tenant_id = :t AND btrim(email) <> ''
+            UNION ALL
+            SELECT lower(btrim(detail->>'value')), 1, NULL, NULL
+              FROM sync.quarantine
+             WHERE tenant_id = :t AND entity = 'contacts' AND reason = 'duplicate_contact_external_id'
+               AND detail->>'field' = 'email') s
      GROUP BY 1
 ),
 cand AS (
@@ -136,10 +143,11 @@ logged AS (
                                         g.contact_external_id, COALESCE(g.account_external_id, 'none'), g.em)
              WHEN 'ambiguous' THEN format(
                  '%s contacts share customer email %s: %s; the ticket stays unassociated', g.n, g.em,
-                 (SELECT string_agg(x.contact_external_id || COALESCE(' (account ' || x.account_external_id || ')', ''),
-                                    ', ' ORDER BY x.contact_external_id)
-                    FROM cs.contacts x  -- only for the changed ambiguous tickets, through contacts_email_idx
-                   WHERE x.tenant_id = :t AND lower(btrim(x.email)) = g.em))
+                 COALESCE((SELECT string_agg(x.contact_external_id || COALESCE(' (account ' || x.account_external_id || ')', ''),
+                                             ', ' ORDER BY x.contact_external_id)
+                             FROM cs.contacts x  -- only for the changed ambiguous tickets, through contacts_email_idx
+                            WHERE x.tenant_id = :t AND lower(btrim(x.email)) = g.em),
+                          'quarantined as duplicate ContactExternalIDs'))
              ELSE CASE WHEN g.em IS NULL THEN 'the ticket has no customer email'
                        ELSE format('no contact with customer email %s', g.em)
                             || CASE WHEN q.n IS NULL THEN ''

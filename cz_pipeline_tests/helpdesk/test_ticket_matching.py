@@ -181,9 +181,10 @@ def test_the_audit_trail_answers_why_a_ticket_is_not_on_the_account(
 
     quarantined = tickets_by_email(desk_control, shared["emails"][0]["email"])[0]
     history = why(str(quarantined["id"]))
-    assert len(history) == 1 and history[0]["match_status"] == "no_contact"
-    assert history[0]["reason"] == (f"no contact with customer email {norm(shared['emails'][0]['email'])} "
-                                    "(2 CRM contact(s) with this email are quarantined: duplicate_contact_external_id)")
+    # Both CRM contacts still count: the address is ambiguous, and the reason says they are quarantined.
+    assert len(history) == 1 and history[0]["match_status"] == "ambiguous"
+    assert history[0]["reason"] == (f"2 contacts share customer email {norm(shared['emails'][0]['email'])}: "
+                                    "quarantined as duplicate ContactExternalIDs; the ticket stays unassociated")
 
     unknown = tickets_by_email(desk_control, UNKNOWN_EMAILS[1])[0]
     assert why(str(unknown["id"]))[0]["reason"] == f"no contact with customer email {UNKNOWN_EMAILS[1]}"
