@@ -156,7 +156,9 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
       FROM c"""
 
 
-def contacts_candidates(tenant: TenantConfig, params: _Params) -> str:
+def contacts_candidates(tenant: TenantConfig, params: _Params, accounts: str = "cs.accounts") -> str:
+    """`accounts`: the relation of accounts contacts attach to (tenant_id, crm_id,
+    account_external_id); the quality checks pass the account candidates instead."""
     cfg = tenant.crm
     m = canonical(cfg, "contacts")
     core = {k: m[k] for k in CONTACT_CORE}
@@ -169,7 +171,7 @@ def contacts_candidates(tenant: TenantConfig, params: _Params) -> str:
     return f"""
     WITH x AS (SELECT r.source_id, r.payload p, r.source_updated_at, a.account_external_id, {cid} AS cid
                  FROM raw.contacts r CROSS JOIN LATERAL (SELECT r.payload p) _
-                 JOIN cs.accounts a ON a.tenant_id = r.tenant_id AND a.crm_id = {m['account_crm_id']}
+                 JOIN {accounts} a ON a.tenant_id = r.tenant_id AND a.crm_id = {m['account_crm_id']}
                 WHERE r.tenant_id = :t AND r.deleted_at IS NULL),
     c AS (SELECT x.*, count(*) OVER (PARTITION BY cid) AS n FROM x)
     SELECT c.source_id AS _source_id,

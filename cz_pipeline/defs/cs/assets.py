@@ -1,40 +1,94 @@
-"""The customer-success model (`cs/<table>`), derived in SQL from `raw` per tenant."""
+"""The customer-success model (`cs/<table>`), derived in SQL from `raw` per tenant.
+
+Every `cs` asset is gated by the blocking data-quality checks on the raw assets upstream of it
+(`defs/quality/checks.py`): within a run Dagster skips it when one fails; across runs (e.g.
+materialising `cs/accounts` alone from the UI) `quality.gate()` refuses to publish while the latest
+evaluation of such a check failed, so analysts keep the last good rows either way.
+"""
 
 
 import dagster as dg
 import sqlalchemy as sa
 
+from ...sync import quality
 from ...sync.derive import publish
+from ...sync.hierarchy import publish_hierarchy
+from ...tenants import TenantConfig
 from ..resources import TenantsResource, WarehouseResource, markdown_table, sync_mode
 
 PREVIEW_COLUMNS = {
     "accounts": "account_external_id, name, parent_account_external_id, next_renewal_date",
+    "account_hierarchy": "account_external_id, parent_account_external_id, root_account_external_id, depth, path",
     "contacts": "contact_external_id, account_external_id, first_name, last_name",
     "deals": "crm_id, account_external_id, status_type, amount, currency",
     "tasks": "crm_id, account_external_id, subject, due_date",
     "activities": "crm_id, account_external_id, subject, completed_at",
     "users": "crm_id, email, is_active, can_log_in",
 }
+# Direct upstream of each cs table: ["crm", entity] or ["cs", table].
+DEPS = {
+    "accounts": [["crm", "leads"], ["crm", "deals"]],
+    "account_hierarchy": [["cs", "accounts"]],
+    "contacts": [["cs", "accounts"], ["crm", "contacts"]],
+    "deals": [["cs", "accounts"], ["crm", "deals"]],
+    "tasks": [["cs", "accounts"], ["cs", "contacts"], ["crm", "tasks"]],
+    "activities": [["cs", "accounts"], ["cs", "contacts"], ["crm", "tasks"]],
+    "users": [["crm", "users"]],
+}
+
+
+def upstream_entities(table: str) -> set[str]:
+    """The raw entities a cs table is (transitively) derived from: their checks gate it."""
+    out: set[str] = set()
+    for prefix, name in DEPS[table]:
+        out |= {name} if prefix == "crm" else upstream_entities(name)
+    return out
+
+
+def enforce_gate(context: dg.AssetExecutionContext, engine: sa.Engine, tenant: TenantConfig, table: str) -> None:
+    """Refuse to publish `cs.<table>` while a blocking check upstream failed (across runs)."""
+    failed = quality.gate(engine, tenant, upstream_entities(table), dagster_run_id=context.run.run_id)
+    if not failed:
+        return
+    lines = [f"- {o.asset_key}:{o.name}: {o.message}"
+             + (f" (evaluated {o.evaluated_at:%Y-%m-%d %H:%M:%S %Z} in run {o.dagster_run_id or 'n/a'})"
+                if o.evaluated_at else "") for o in failed]
+    names = ", ".join(f"{o.asset_key}:{o.name}" for o in failed)
+    raise dg.Failure(
+        description=(f"tenant {tenant.tenant_id!r}: cs/{table} refused to publish: the latest evaluation of "
+                     f"blocking check{'s' if len(failed) > 1 else ''} {names} failed. Analysts keep the last good "
+                     f"cs.{table} rows. Fix the source records (the offending ids are in the check's metadata and "
+                     f"in sync.check_results.sample) or the tenant's quality thresholds, then re-run "
+                     f"routine_sync/full_sync (or materialise the crm assets with their checks).\n"
+                     + "\n".join(lines)),
+        metadata={"tenant": tenant.tenant_id, "failed_checks": [f"{o.asset_key}:{o.name}" for o in failed]},
+        allow_retries=False)
+
+
+def _preview(engine: sa.Engine, table: str, tenant_id: str) -> dg.MetadataValue:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT {PREVIEW_COLUMNS[table]} FROM cs.{table} WHERE tenant_id = :t "
+                                    "ORDER BY 1 LIMIT 5"), {"t": tenant_id}).mappings().all()
+    return dg.MetadataValue.md(markdown_table([dict(r) for r in rows]))
 
 
 def publish_table(context: dg.AssetExecutionContext, warehouse: WarehouseResource, tenants: TenantsResource,
                   table: str) -> dg.MaterializeResult:
     tenant = tenants.get(context.partition_key)
     engine = warehouse.engine()
+    enforce_gate(context, engine, tenant, table)
     with engine.begin() as conn:
-        result = publish(conn, tenant, table, sync_mode(context))
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text(f"SELECT {PREVIEW_COLUMNS[table]} FROM cs.{table} WHERE tenant_id = :t "
-                                    "ORDER BY 1 LIMIT 5"), {"t": tenant.tenant_id}).mappings().all()
+        if table == "account_hierarchy":
+            result = publish_hierarchy(conn, tenant)
+        else:
+            result = publish(conn, tenant, table, sync_mode(context))
     context.log.info(f"{tenant.tenant_id} cs.{table}: {result.as_metadata()}")
-    return dg.MaterializeResult(metadata={**result.as_metadata(), "preview": dg.MetadataValue.md(
-        markdown_table([dict(r) for r in rows]))})
+    return dg.MaterializeResult(metadata={**result.as_metadata(), "preview": _preview(engine, table, tenant.tenant_id)})
 
 
-def _cs_asset(table: str, deps: list[list[str]], description: str,
-              partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _cs_asset(table: str, description: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(key=["cs", table], group_name="cs", partitions_def=partitions_def,
-              deps=[dg.AssetKey(d) for d in deps], kinds={"postgres"}, description=description)
+              deps=[dg.AssetKey(d) for d in DEPS[table]], kinds={"postgres"}, description=description)
     def _asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                tenants: TenantsResource) -> dg.MaterializeResult:
         return publish_table(context, warehouse, tenants, table)
@@ -44,18 +98,19 @@ def _cs_asset(table: str, deps: list[list[str]], description: str,
 
 def build_cs_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     return [
-        _cs_asset("accounts", [["crm", "leads"], ["crm", "deals"]],
+        _cs_asset("accounts",
                   "Accounts: leads meeting the tenant's sync filter, keyed by AccountExternalID. Leads without "
                   "one, or sharing one, are quarantined (`sync.quarantine`). Definition fields (e.g. next "
                   "renewal date) are aggregated over the account's deals.", partitions_def),
-        _cs_asset("contacts", [["cs", "accounts"], ["crm", "contacts"]],
-                  "All contacts of synced accounts, keyed by ContactExternalID (email by default).", partitions_def),
-        _cs_asset("deals", [["cs", "accounts"], ["crm", "deals"]],
-                  "Deals of synced accounts, amounts in major units.", partitions_def),
-        _cs_asset("tasks", [["cs", "accounts"], ["cs", "contacts"], ["crm", "tasks"]],
-                  "Open CRM tasks of synced accounts.", partitions_def),
-        _cs_asset("activities", [["cs", "accounts"], ["cs", "contacts"], ["crm", "tasks"]],
-                  "Completed CRM tasks of synced accounts.", partitions_def),
-        _cs_asset("users", [["crm", "users"]], "All CRM users (read-only), with who may log in.", partitions_def),
-
+        _cs_asset("account_hierarchy",
+                  "Parent/child hierarchy of the synced accounts: parent, root, depth (root = 0) and path (root "
+                  "first). Self-references, parents that are not synced accounts and cycles are quarantined "
+                  "(`sync.quarantine`, entity `account_hierarchy`: self_parent / dangling_parent / "
+                  "hierarchy_cycle) and those accounts become roots of their own.", partitions_def),
+        _cs_asset("contacts", "All contacts of synced accounts, keyed by ContactExternalID (email by default).",
+                  partitions_def),
+        _cs_asset("deals", "Deals of synced accounts, amounts in major units.", partitions_def),
+        _cs_asset("tasks", "Open CRM tasks of synced accounts.", partitions_def),
+        _cs_asset("activities", "Completed CRM tasks of synced accounts.", partitions_def),
+        _cs_asset("users", "All CRM users (read-only), with who may log in.", partitions_def),
     ]
