@@ -22,6 +22,7 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +42,7 @@ class EntitySyncResult:
     updated: int = 0
     tombstoned: int = 0
     api_calls: int = 0
+    api_credits: int | None = None  # vendors that bill credits (Zoho)
     window_start: datetime | None = None
     high_water: datetime | None = None
 
@@ -74,7 +76,10 @@ def choose_mode(requested: str, cursor: dict[str, Any] | None, fingerprint: str)
 def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity: str, connector: Any,
                 requested_mode: str = "routine", fingerprint: str = "", overlap_seconds: int = 300,
                 settle_lag_seconds: int = 60, dagster_run_id: str | None = None,
-                api_credits: Any = None) -> EntitySyncResult:
+                preflight: Callable[[], None] | None = None) -> EntitySyncResult:
+    """`preflight` runs before reading when the whole object is read (full/repull): the place to
+    check that configured fields exist at the source. Routine reads skip it: a configuration
+    change forces a repull, and the next full sync catches fields deleted at the source."""
     if entity not in RAW_ENTITIES:
         raise ValueError(f"unknown entity {entity!r}")
     started = datetime.now(timezone.utc)
@@ -95,6 +100,8 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         if mode == "routine" and cursor and cursor["high_water"] is not None:
             since = cursor["high_water"] - timedelta(seconds=overlap_seconds)
         result = EntitySyncResult(tenant_id, entity, mode, reason, window_start=since)
+        if preflight is not None and mode != "routine":
+            preflight()
 
         cur.execute("CREATE TEMP TABLE stage (seq bigserial, source_id text NOT NULL, "
                     "source_updated_at timestamptz, payload jsonb NOT NULL) ON COMMIT DROP")
@@ -144,9 +151,7 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         candidates = [t for t in (cursor and cursor["high_water"], newest) if t is not None]
         high_water = min(max(candidates), upper) if candidates else None
         result.high_water = high_water
-        result.api_calls = connector.http.calls - calls_before
-        if credits_before is not None:  # measured after the pull, not when the caller built the call
-            api_credits = connector.http.credits - credits_before
+        _count_calls(result, connector, calls_before, credits_before)
         cur.execute("""
             INSERT INTO sync.cursors AS c (tenant_id, entity, high_water, fields_fingerprint, last_mode,
                                            last_sync_at, last_full_sync_at)
@@ -156,18 +161,16 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
                    last_mode = EXCLUDED.last_mode, last_sync_at = EXCLUDED.last_sync_at,
                    last_full_sync_at = COALESCE(EXCLUDED.last_full_sync_at, c.last_full_sync_at)""",
                     {"t": tenant_id, "e": entity, "hw": high_water, "fp": fingerprint, "m": mode, "now": started})
-        _ledger(cur, result, "success", started, dagster_run_id, api_credits)
+        _ledger(cur, result, "success", started, dagster_run_id)
         raw_conn.commit()
         return result
     except BaseException as exc:
         raw_conn.rollback()
         try:
             cur = raw_conn.cursor()
-            failed = EntitySyncResult(tenant_id, entity, requested_mode, "failed",
-                                      api_calls=connector.http.calls - calls_before)
-            if credits_before is not None:
-                api_credits = connector.http.credits - credits_before
-            _ledger(cur, failed, "failed", started, dagster_run_id, api_credits, error=str(exc)[:2000])
+            failed = EntitySyncResult(tenant_id, entity, requested_mode, "failed")
+            _count_calls(failed, connector, calls_before, credits_before)
+            _ledger(cur, failed, "failed", started, dagster_run_id, error=str(exc)[:2000])
             raw_conn.commit()
         except Exception:
             raw_conn.rollback()
@@ -176,8 +179,14 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         raw_conn.close()
 
 
+def _count_calls(result: EntitySyncResult, connector: Any, calls_before: int, credits_before: int | None) -> None:
+    result.api_calls = connector.http.calls - calls_before
+    if credits_before is not None:
+        result.api_credits = connector.http.credits - credits_before
+
+
 def _ledger(cur: Any, r: EntitySyncResult, status: str, started: datetime, dagster_run_id: str | None,
-            api_credits: Any, error: str | None = None) -> None:
+            error: str | None = None) -> None:
     cur.execute("""
         INSERT INTO sync.runs (tenant_id, entity, mode, reason, dagster_run_id, status, started_at,
                                window_start, high_water, records_read, inserted, updated, tombstoned,
@@ -185,4 +194,4 @@ def _ledger(cur: Any, r: EntitySyncResult, status: str, started: datetime, dagst
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 (r.tenant_id, r.entity, r.mode, r.reason, dagster_run_id, status, started, r.window_start,
                  r.high_water, r.records_read, r.inserted, r.updated, r.tombstoned, r.api_calls,
-                 api_credits, error))
+                 r.api_credits, error))

@@ -68,7 +68,10 @@ def test_full_sync_lands_exactly_the_sandbox_records(close_tenant, tenant_id, en
 
 def test_routine_sync_picks_up_changes_but_only_a_full_sync_removes(close_tenant, tenant_id, engine, close_app, close_control):
     close_tenant.run("full_sync", tenant_id)
-    leads = synced_leads(close_app)
+    # Leads that are nobody's parent: leaving the filter does not orphan a child (a dangling parent
+    # would trip the blocking hierarchy check, which is tested with the quality gate).
+    parents = {lead.get(CF["parent_account_id"]) for lead in close_app.dump("lead")}
+    leads = [lead for lead in synced_leads(close_app) if lead[CF["account_id"]] not in parents]
     renamed, moved_out, deleted = leads[0], leads[1], leads[2]
     newly_meeting = next(lead for lead in close_app.dump("lead")
                          if lead["status_label"] not in SYNCED and not lead.get(CF["parent_account_id"]))
@@ -109,8 +112,14 @@ def test_routine_sync_picks_up_changes_but_only_a_full_sync_removes(close_tenant
                   t=tenant_id, l=deleted["id"]) == 0
 
 
-def test_bad_records_are_quarantined_and_good_ones_still_land(close_tenant, tenant_id, engine, close_app, close_control):
-    leads = synced_leads(close_app)
+def test_bad_records_are_quarantined_and_good_ones_still_land(tenant_id, close_server, write_tenants, warehouse_url,
+                                                             engine, close_app, close_control):
+    # This tenant tolerates up to half its records being bad before the quality gate blocks publication.
+    path = write_tenants({tenant_id: {"crm": close_crm_config(close_server.url),
+                                      "quality": {"thresholds": {"default": 0.5}}}})
+    close_tenant = SyncRunner(path, warehouse_url)
+    parents = {lead.get(CF["parent_account_id"]) for lead in close_app.dump("lead")}
+    leads = [lead for lead in synced_leads(close_app) if lead[CF["account_id"]] not in parents]
     close_control.mutate("update", "lead", id=leads[0]["id"], data={CF["account_id"]: None})
     close_control.mutate("update", "lead", id=leads[1]["id"], data={CF["account_id"]: leads[2][CF["account_id"]]})
     close_control.mutate("create", "contact", data={"lead_id": leads[3]["id"], "name": "No Email"})
@@ -124,7 +133,7 @@ def test_bad_records_are_quarantined_and_good_ones_still_land(close_tenant, tena
     assert reasons[("accounts", leads[2]["id"])] == "duplicate_account_external_id"
     assert "missing_contact_external_id" in {v for (e, _), v in reasons.items() if e == "contacts"}
     count = scalar(engine, "SELECT count(*) FROM cs.accounts WHERE tenant_id = :t", t=tenant_id)
-    assert count == len(leads) - 3
+    assert count == len(synced_leads(close_app)) - 3
 
     # Fixed at the source: the rows leave quarantine and the accounts land.
     close_control.mutate("update", "lead", id=leads[0]["id"], data={CF["account_id"]: "A-FIXED-0"})
@@ -132,7 +141,7 @@ def test_bad_records_are_quarantined_and_good_ones_still_land(close_tenant, tena
     close_tenant.run("routine_sync", tenant_id)
     assert scalar(engine, "SELECT count(*) FROM sync.quarantine WHERE tenant_id = :t AND entity = 'accounts'",
                   t=tenant_id) == 0
-    assert scalar(engine, "SELECT count(*) FROM cs.accounts WHERE tenant_id = :t", t=tenant_id) == len(leads)
+    assert scalar(engine, "SELECT count(*) FROM cs.accounts WHERE tenant_id = :t", t=tenant_id) == len(synced_leads(close_app))
 
 
 def _warehouse_snapshot(engine, tenant: str) -> dict[str, object]:

@@ -29,7 +29,8 @@ def raw_preview(engine: sa.Engine, entity: str, tenant_id: str) -> str:
 
 
 def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, entity: str, connector, *,
-             source_system: str, fingerprint: str, overlap_seconds: int, settle_lag_seconds: int) -> dg.MaterializeResult:
+             source_system: str, fingerprint: str, overlap_seconds: int, settle_lag_seconds: int,
+             preflight=None) -> dg.MaterializeResult:
     """Run the engine for one entity and turn its result into asset metadata. Credential and
     configuration problems fail without Dagster retries: retrying cannot fix them."""
     engine = warehouse.engine()
@@ -38,8 +39,9 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
         result = sync_entity(
             engine, tenant_id=tenant_id, source_system=source_system, entity=entity, connector=connector,
             requested_mode=sync_mode(context), fingerprint=fingerprint, overlap_seconds=overlap_seconds,
-            settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id,
-            api_credits=getattr(connector.http, "credits", None))
+            settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id, preflight=preflight)
+    except ConfigError as exc:  # its message already names the tenant and the key
+        raise dg.Failure(str(exc), allow_retries=False) from None
     except AuthError as exc:
         raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
     except ApiError as exc:
@@ -66,13 +68,13 @@ def _crm_asset(entity: str, description: str, partitions_def: dg.PartitionsDefin
         tenant = tenants.get(context.partition_key)
         try:
             connector = build_crm_connector(tenant.crm)
-            check_configured_fields(tenant, entity, connector)
-        except (ConfigError, MissingSecretError, AuthError) as exc:
+        except (ConfigError, MissingSecretError) as exc:
             raise dg.Failure(f"tenant {tenant.tenant_id!r}: {exc}", allow_retries=False) from None
         return run_sync(context, warehouse, entity, connector, source_system=tenant.crm.system,
                         fingerprint=tenant.crm.fields_fingerprint(entity),
                         overlap_seconds=tenant.crm.overlap_seconds,
-                        settle_lag_seconds=tenant.crm.settle_lag_seconds)
+                        settle_lag_seconds=tenant.crm.settle_lag_seconds,
+                        preflight=lambda: check_configured_fields(tenant, entity, connector))
 
     return _asset
 
