@@ -11,6 +11,7 @@ from ...connectors import AuthError, build_helpdesk_connector
 from ...sync.tickets import publish_tickets
 from ...tenants import ConfigError, MissingSecretError
 from ..crm.assets import run_sync
+from ..cs.assets import enforce_gate
 from ..resources import TenantsResource, WarehouseResource, markdown_table
 
 # Bump when the connector's payload shape changes: the next routine sync re-pulls every ticket.
@@ -55,6 +56,7 @@ def build_helpdesk_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         if tenant.helpdesk is None:
             return dg.MaterializeResult(metadata={"skipped": NO_HELPDESK})
         engine = warehouse.engine()
+        enforce_gate(context, engine, tenant, "contacts")  # tickets hang off the gated contacts
         with engine.begin() as conn:
             result = publish_tickets(conn, tenant.tenant_id, tenant.helpdesk.base_url, context.run_id)
         with engine.connect() as conn:
