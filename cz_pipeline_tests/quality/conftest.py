@@ -15,6 +15,8 @@ from cz_pipeline.sandbox.close import STATUS_IDS
 from cz_pipeline.sandbox.control import SandboxControl
 from cz_pipeline.sandbox.server import RunningSandbox
 from cz_pipeline.sandbox.zoho_crm import ZohoSandbox
+from cz_pipeline_tests.zoho.conftest import SYNC_FILTER
+from cz_pipeline_tests.zoho.conftest import zoho_crm_config as _zoho_crm_config
 from cz_pipeline_tests.conftest import CF, SyncRunner, close_crm_config, rows
 
 
@@ -73,18 +75,9 @@ def zoho_server() -> Iterator[RunningSandbox]:
 
 
 def zoho_crm_config(url: str, **overrides: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "system": "zoho_crm",
-        "base_url": url,
-        "credentials": {"client_id": {"env": "TEST_ZOHO_CLIENT_ID"},
-                        "client_secret": {"env": "TEST_ZOHO_CLIENT_SECRET"},
-                        "refresh_token": {"env": "TEST_ZOHO_REFRESH_TOKEN"},
-                        "accounts_url": url},
-        "account_external_id": "Account_Number",
-        "sync_filter": [{"field": "Sync_to_ChurnZero", "op": "eq", "value": True}],
-    }
-    cfg.update(overrides)
-    return cfg
+    """The Zoho suite's tenant config, filtered by the usual checkbox and without extra fields."""
+    base = {"sync_filter": SYNC_FILTER, "account_fields": {}, "contact_fields": {}}
+    return _zoho_crm_config(url, **{**base, **overrides})
 
 
 # ---- reading results ---------------------------------------------------------------------------
