@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .defs.automation.automation import build_schedules, build_sensors
+from .defs.automation.automation import build_automation_checks, build_schedules, build_sensors
 from .defs.crm.assets import build_crm_assets
 from .defs.cs.assets import build_cs_assets
 from .defs.helpdesk.assets import build_helpdesk_assets
@@ -19,7 +19,7 @@ def build_defs(tenants_path: str | None = None, warehouse_url: str | None = None
     jobs = {job.name: job for job in build_jobs(partitions)}
     return dg.Definitions(
         assets=[*build_crm_assets(partitions), *build_cs_assets(partitions), *build_helpdesk_assets(partitions)],
-        asset_checks=build_quality_checks(partitions),
+        asset_checks=[*build_quality_checks(partitions), *build_automation_checks(partitions)],
         jobs=list(jobs.values()),
         sensors=build_sensors(jobs),
         schedules=build_schedules(jobs),
