@@ -25,14 +25,14 @@ demo: install
 	$(BIN)/python -m cz_pipeline.sandbox --demo & SANDBOX=$$!; \
 	trap 'kill $$SANDBOX 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m cz_pipeline.demo; \
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev
+	VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev
 
 test: install
 	$(BIN)/python -m pytest -q
 
 # `dg check defs` against the embedded instance.
 check: install
-	@eval "$$($(BIN)/python -m cz_pipeline.warehouse.embedded)"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg check defs
+	@eval "$$($(BIN)/python -m cz_pipeline.warehouse.embedded)"; VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg check defs
 
 bench: install
 	$(BIN)/python benchmarks/close_sync.py --leads 5000
