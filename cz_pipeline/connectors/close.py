@@ -113,10 +113,17 @@ class CloseConnector:
             try:
                 body = self.http.get_json(path, params={**params, "_skip": skip, "_limit": limit})
             except ApiError as exc:
+                text = str(exc).lower()
                 # Past the per-resource skip cap: restart the walk at the last seen sort value.
-                if exc.status == 400 and anchor and last_anchor and "skip" in str(exc).lower() and skip > 0:
+                # (Close's wording has changed over time: "maximum skip", or "less than or equal to".)
+                skip_cap = "skip" in text or ("less than or equal to" in text and "limit" not in text)
+                if exc.status == 400 and anchor and last_anchor and skip_cap and skip > 0:
                     params[f"{anchor}__gte"] = last_anchor
                     skip = 0
+                    continue
+                # Per-resource `_limit` maxima are unpublished: halve the page and ask again.
+                if exc.status == 400 and "limit" in text and not skip_cap and limit > 25:
+                    limit //= 2
                     continue
                 raise
             rows = body.get("data") or []

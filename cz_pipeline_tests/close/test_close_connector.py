@@ -44,3 +44,10 @@ def test_custom_fields_are_discovered_per_object(close_server):
     assert CF["account_id"] in connector.custom_fields("leads")
     assert CF["nps"] in connector.custom_fields("contacts")
     assert CF["end_date"] in connector.custom_fields("deals")
+
+
+def test_an_unpublished_page_size_maximum_makes_the_walk_use_smaller_pages():
+    app = CloseSandbox(api_key=CLOSE_KEY, n_leads=30, max_limit=100)  # below our 250 for opportunities
+    with RunningSandbox(app) as server:
+        connector = CloseConnector(f"{server.url}/api/v1", CLOSE_KEY)
+        assert set(ids(connector.stream("deals", None))) == {o["id"] for o in app.dump("opportunity")}
