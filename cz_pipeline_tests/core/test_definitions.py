@@ -15,6 +15,17 @@ PINNED_DEPS = {
     "cs/tasks": {"cs/accounts", "cs/contacts", "crm/tasks"},
     "cs/activities": {"cs/accounts", "cs/contacts", "crm/tasks"},
     "cs/users": {"crm/users"},
+    "cs/account_hierarchy": {"cs/accounts"},
+    "helpdesk/tickets": set(),
+    "cs/tickets": {"helpdesk/tickets", "cs/contacts"},
+}
+PINNED_CHECKS = {
+    ("crm/leads", "account_external_id_present"), ("crm/leads", "account_external_id_unique"),
+    ("crm/leads", "parent_references_resolve"), ("crm/leads", "no_hierarchy_cycles"),
+    ("crm/leads", "account_count_drop"), ("crm/leads", "sync_health"),
+    ("crm/contacts", "contact_external_id_valid"), ("crm/contacts", "contact_external_id_unique"),
+    ("crm/contacts", "contacts_without_account"),
+    ("crm/deals", "deals_reference_synced_account"), ("crm/tasks", "tasks_reference_synced_account"),
 }
 
 
@@ -27,8 +38,8 @@ def test_the_asset_graph_is_pinned():
     graph = build_defs(str(DEMO_TENANTS_FILE)).resolve_asset_graph()
     deps = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
             for key in graph.get_all_asset_keys()}
-    for key, parents in PINNED_DEPS.items():
-        assert deps.get(key) == parents, key
+    assert deps == PINNED_DEPS
+    assert {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys} == PINNED_CHECKS
 
 
 def test_every_tenant_asset_is_partitioned_by_tenant_id():
