@@ -177,7 +177,10 @@ def test_routine_sync_304_then_updates_creations_and_deletions(zoho, write_tenan
     before = {t: cs(engine, t, tenant_id) for t in CS_TABLES}
     raw_before = rows(engine, "SELECT source_id, last_synced_at FROM raw.contacts WHERE tenant_id = :t", t=tenant_id)
 
-    # nothing changed: one 304 per module (+ one 304 from each /deleted), no metadata, no batches
+    # nothing changed: one probe per module, one 304 from each /deleted, no metadata, no batches.
+    # If-Modified-Since is the cursor's own second (safe on a strict server too), so this
+    # inclusive fake answers the probe and /users with the records sitting on that second, which
+    # the previous run landed: the probe counts them as unchanged, /users lands them as a no-op
     control.reset_stats()
     quiet = runner.run("routine_sync", tenant_id)
     stats = control.stats()
@@ -185,11 +188,12 @@ def test_routine_sync_304_then_updates_creations_and_deletions(zoho, write_tenan
         assert stats[f"GET /crm/v8/{module}"] == 1, module
         assert stats[f"GET /crm/v8/{module}/deleted"] == 1, module
     assert stats["GET /crm/v8/users"] == 1
-    assert stats["status 304"] == stats["credits"] == 2 * len(MODULES) + 1
+    assert stats["credits"] == 2 * len(MODULES) + 1 and stats["status 304"] >= len(MODULES)
     assert "GET /crm/v8/settings/fields" not in stats and "POST /oauth/v2/token" not in stats
     ledger = run_ledger(engine, tenant_id, quiet.run_id)
-    assert all(r["mode"] == "routine" and r["records_read"] == r["inserted"] == r["updated"] == r["tombstoned"] == 0
+    assert all(r["mode"] == "routine" and r["inserted"] == r["updated"] == r["tombstoned"] == 0
                for r in ledger.values())
+    assert all(r["records_read"] == 0 for entity, r in ledger.items() if entity != "users")
     assert sum(r["api_credits"] for r in ledger.values()) == stats["credits"]
     assert {t: cs(engine, t, tenant_id) for t in CS_TABLES} == before
     assert rows(engine, "SELECT source_id, last_synced_at FROM raw.contacts WHERE tenant_id = :t", t=tenant_id) == raw_before
