@@ -135,8 +135,11 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
                  WHERE t.tenant_id = %s AND t.deleted_at IS NULL
                    AND NOT EXISTS (SELECT 1 FROM pg_temp.stage s WHERE s.source_id = t.source_id)""", (tenant_id,))
             result.tombstoned += cur.rowcount
-        elif since is not None:
-            for batch in connector.deletions(entity, since):
+        elif cursor and cursor["high_water"] is not None:
+            # Routine and repull alike: deletions the vendor reported since the previous cursor
+            # (a repull reads everything but must not forget deletions made before it).
+            deleted_since = cursor["high_water"] - timedelta(seconds=overlap_seconds)
+            for batch in connector.deletions(entity, deleted_since):
                 if not batch:
                     continue
                 cur.execute(f"""
