@@ -20,7 +20,15 @@ from urllib.parse import urlsplit
 import requests
 
 RETRYABLE_STATUS = {500, 502, 503, 504}
-_CLOSE_RATELIMIT = re.compile(r"limit=(\d+(?:\.\d+)?),\s*remaining=(\d+(?:\.\d+)?),\s*reset=(\d+(?:\.\d+)?)")
+_RATELIMIT_PART = re.compile(r"(limit|remaining|reset)\s*=\s*(\d+(?:\.\d+)?)")
+
+
+def _close_ratelimit(header: str) -> tuple[float, float, float] | None:
+    """Close's `RateLimit: limit=100, remaining=50, reset=5`, its keys in any order."""
+    parts = {k: float(v) for k, v in _RATELIMIT_PART.findall(header or "")}
+    if not {"remaining", "reset"} <= parts.keys():
+        return None
+    return parts.get("limit", 0.0), parts["remaining"], parts["reset"]
 
 
 class ApiError(RuntimeError):
@@ -59,9 +67,9 @@ class AuthStrategy:
 def rate_limit_wait(response: requests.Response) -> float | None:
     """Seconds the vendor asks us to wait, from whichever header it uses (None if none)."""
     h = response.headers
-    m = _CLOSE_RATELIMIT.search(h.get("RateLimit", ""))
+    m = _close_ratelimit(h.get("RateLimit", ""))
     if m and response.status_code == 429:
-        return float(m.group(3))
+        return m[2]
     for name in ("Retry-After", "RateLimit-Reset"):
         value = h.get(name)
         if value:
@@ -77,7 +85,7 @@ def rate_limit_wait(response: requests.Response) -> float | None:
     if reset:
         return _reset_seconds(reset)
     if m:
-        return float(m.group(3))
+        return m[2]
     return None
 
 
@@ -95,9 +103,9 @@ def _reset_seconds(value: str) -> float | None:
 def pacing_wait(response: requests.Response) -> float:
     """Seconds to pause before the next call when the vendor reports no requests remaining."""
     h = response.headers
-    m = _CLOSE_RATELIMIT.search(h.get("RateLimit", ""))
-    if m and float(m.group(2)) <= 0:
-        return float(m.group(3))
+    m = _close_ratelimit(h.get("RateLimit", ""))
+    if m and m[1] <= 0:
+        return m[2]
     remaining = h.get("X-Rate-Limit-Remaining")
     if remaining is not None and remaining.strip().lstrip("-").isdigit() and int(remaining) <= 0:
         return _reset_seconds(h.get("X-Rate-Limit-Reset", "")) or 1.0

@@ -78,3 +78,12 @@ def test_no_requests_remaining_makes_the_client_pace_itself():
 ])
 def test_timestamps_in_every_vendor_format_become_utc(raw, expected):
     assert parse_timestamp(raw) == expected
+
+
+@responses.activate
+def test_the_close_ratelimit_header_is_read_whatever_the_order_of_its_keys():
+    responses.get(f"{BASE}/lead/", status=429, headers={"RateLimit": "remaining=0, reset=4, limit=100"})
+    responses.get(f"{BASE}/lead/", json={})
+    http, slept = client()
+    http.get_json("lead/")
+    assert slept[0] == 4.0
