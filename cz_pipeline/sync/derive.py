@@ -202,15 +202,26 @@ def deals_candidates(tenant: TenantConfig, params: _Params) -> str:
 
 
 def tasks_candidates(tenant: TenantConfig, params: _Params, complete: bool) -> str:
+    """A task belongs to the account it is related to; a task related to a deal or only to a
+    contact (Zoho `What_Id` on Deals, `Who_Id`) belongs to that deal's or contact's account."""
     m = canonical(tenant.crm, "tasks")
+    deal_account = canonical(tenant.crm, "deals")["account_crm_id"]
+    contact_account = canonical(tenant.crm, "contacts")["account_crm_id"]
     return f"""
     SELECT r.source_id AS _source_id, NULL::text AS _reason, NULL::jsonb AS _detail,
            r.source_id AS crm_id, a.account_external_id, ct.contact_external_id,
            {m['assigned_crm_user_id']} AS assigned_crm_user_id, {m['subject']} AS subject,
            {m['due_date']} AS due_date, {m['completed_at']} AS completed_at, r.source_updated_at
       FROM raw.tasks r CROSS JOIN LATERAL (SELECT r.payload p) _
-      JOIN cs.accounts a ON a.tenant_id = r.tenant_id AND a.crm_id = {m['account_crm_id']}
-      LEFT JOIN cs.contacts ct ON ct.tenant_id = r.tenant_id AND ct.crm_id = {m['contact_crm_id']}
+      CROSS JOIN LATERAL (SELECT {m['account_crm_id']} AS direct, {m['deal_crm_id']} AS deal_id,
+                                 {m['contact_crm_id']} AS contact_id) k
+      JOIN cs.accounts a ON a.tenant_id = r.tenant_id AND a.crm_id = COALESCE(
+           k.direct,
+           (SELECT {deal_account} FROM raw.deals d CROSS JOIN LATERAL (SELECT d.payload p) _d
+             WHERE d.tenant_id = r.tenant_id AND d.source_id = k.deal_id AND d.deleted_at IS NULL),
+           (SELECT {contact_account} FROM raw.contacts c CROSS JOIN LATERAL (SELECT c.payload p) _c
+             WHERE c.tenant_id = r.tenant_id AND c.source_id = k.contact_id AND c.deleted_at IS NULL))
+      LEFT JOIN cs.contacts ct ON ct.tenant_id = r.tenant_id AND ct.crm_id = k.contact_id
      WHERE r.tenant_id = :t AND r.deleted_at IS NULL AND ({m['is_complete']}) = {'true' if complete else 'false'}"""
 
 

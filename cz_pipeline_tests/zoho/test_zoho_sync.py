@@ -342,3 +342,27 @@ def test_zoho_full_sync_defaults_to_nightly(write_tenants):
     tenants = load_tenants(path)
     assert tenants["nightly"].crm.full_sync_cron == DEFAULT_FULL_SYNC_CRON["zoho_crm"] == "0 2 * * *"
     assert tenants["weekly"].crm.full_sync_cron == "0 3 * * 0"
+
+
+def test_tasks_related_to_a_deal_or_only_to_a_contact_land_on_that_records_account(
+        zoho, write_tenants, warehouse_url, engine, tenant_id):
+    app, server, control = zoho
+    deal = app.dump("Deals")[0]
+    contact = next(c for c in app.dump("Contacts") if c.get("Account_Name"))
+    on_deal = control.mutate("create", "Tasks", data={
+        "Subject": "Send the renewal quote", "Status": "Not Started", "$se_module": "Deals",
+        "What_Id": {"id": deal["id"], "name": deal["Deal_Name"]}})
+    on_contact = control.mutate("create", "Tasks", data={
+        "Subject": "Call back", "Status": "Completed",
+        "Who_Id": {"id": contact["id"], "name": contact["Last_Name"]}})
+    path = write_tenants({tenant_id: {"crm": zoho_crm_config(server.url)}})
+    SyncRunner(path, warehouse_url).run("full_sync", tenant_id)
+
+    numbers = {a["id"]: a["Account_Number"] for a in app.dump("Accounts")}
+    task = rows(engine, "SELECT account_external_id FROM cs.tasks WHERE tenant_id = :t AND crm_id = :i",
+                t=tenant_id, i=on_deal["id"])
+    assert task == [{"account_external_id": numbers[deal["Account_Name"]["id"]]}]
+    activity = rows(engine, "SELECT account_external_id, contact_external_id FROM cs.activities "
+                            "WHERE tenant_id = :t AND crm_id = :i", t=tenant_id, i=on_contact["id"])
+    assert activity == [{"account_external_id": numbers[contact["Account_Name"]["id"]],
+                         "contact_external_id": contact["Email"].lower()}]
