@@ -139,14 +139,14 @@ def publish_hierarchy(conn: sa.Connection, tenant: TenantConfig) -> HierarchyRes
 
     cols = ("parent_account_external_id", "root_account_external_id", "depth", "path")
     guard = " OR ".join(f"x.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in cols)
-    flags = conn.execute(sa.text(f"""
-        INSERT INTO cs.account_hierarchy AS x (tenant_id, account_external_id, {', '.join(cols)})
-        SELECT :t, account_external_id, {', '.join(cols)} FROM pg_temp.hier
-        ON CONFLICT (tenant_id, account_external_id) DO UPDATE
-           SET {', '.join(f'{c} = EXCLUDED.{c}' for c in cols)} WHERE {guard}
-        RETURNING (xmax = 0)"""), t).scalars().all()
-    result.inserted = sum(1 for f in flags if f)
-    result.updated = len(flags) - result.inserted
+    result.inserted, result.updated = conn.execute(sa.text(f"""
+        WITH merged AS (
+            INSERT INTO cs.account_hierarchy AS x (tenant_id, account_external_id, {', '.join(cols)})
+            SELECT :t, account_external_id, {', '.join(cols)} FROM pg_temp.hier
+            ON CONFLICT (tenant_id, account_external_id) DO UPDATE
+               SET {', '.join(f'{c} = EXCLUDED.{c}' for c in cols)} WHERE {guard}
+            RETURNING (xmax = 0) AS inserted)
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"""), t).one()
     result.deleted = conn.execute(sa.text("""
         DELETE FROM cs.account_hierarchy x WHERE x.tenant_id = :t AND NOT EXISTS (
             SELECT 1 FROM pg_temp.hier h WHERE h.account_external_id = x.account_external_id)"""), t).rowcount
