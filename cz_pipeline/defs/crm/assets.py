@@ -28,6 +28,14 @@ def raw_preview(engine: sa.Engine, entity: str, tenant_id: str) -> str:
     return markdown_table([dict(r) for r in rows])
 
 
+def connector_or_fail(tenant_id: str, build, cfg):
+    """Build a tenant's connector; an unset secret or unsupported system fails without retries."""
+    try:
+        return build(cfg)
+    except (ConfigError, MissingSecretError) as exc:
+        raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
+
+
 def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, entity: str, connector, *,
              source_system: str, fingerprint: str, overlap_seconds: int, settle_lag_seconds: int,
              preflight=None) -> dg.MaterializeResult:
@@ -66,10 +74,7 @@ def _crm_asset(entity: str, description: str, partitions_def: dg.PartitionsDefin
     def _asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                tenants: TenantsResource) -> dg.MaterializeResult:
         tenant = tenants.get(context.partition_key)
-        try:
-            connector = build_crm_connector(tenant.crm)
-        except (ConfigError, MissingSecretError) as exc:
-            raise dg.Failure(f"tenant {tenant.tenant_id!r}: {exc}", allow_retries=False) from None
+        connector = connector_or_fail(tenant.tenant_id, build_crm_connector, tenant.crm)
         return run_sync(context, warehouse, entity, connector, source_system=tenant.crm.system,
                         fingerprint=tenant.crm.fields_fingerprint(entity),
                         overlap_seconds=tenant.crm.overlap_seconds,

@@ -7,10 +7,9 @@ contacts re-matches the tickets in the same run without reading them from the AP
 import dagster as dg
 import sqlalchemy as sa
 
-from ...connectors import AuthError, build_helpdesk_connector
+from ...connectors import build_helpdesk_connector
 from ...sync.tickets import publish_tickets
-from ...tenants import ConfigError, MissingSecretError
-from ..crm.assets import run_sync
+from ..crm.assets import connector_or_fail, run_sync
 from ..cs.assets import enforce_gate
 from ..resources import TenantsResource, WarehouseResource, markdown_table
 
@@ -34,10 +33,7 @@ def build_helpdesk_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
         if cfg is None:
             context.log.info(f"{tenant.tenant_id}: {NO_HELPDESK}")
             return dg.MaterializeResult(metadata={"skipped": NO_HELPDESK})
-        try:
-            connector = build_helpdesk_connector(cfg)
-        except (ConfigError, MissingSecretError, AuthError) as exc:
-            raise dg.Failure(f"tenant {tenant.tenant_id!r}: {exc}", allow_retries=False) from None
+        connector = connector_or_fail(tenant.tenant_id, build_helpdesk_connector, cfg)
         return run_sync(context, warehouse, "tickets", connector, source_system=cfg.system,
                         fingerprint=TICKETS_FINGERPRINT, overlap_seconds=cfg.overlap_seconds,
                         settle_lag_seconds=cfg.settle_lag_seconds)
