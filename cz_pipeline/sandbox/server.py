@@ -1,14 +1,16 @@
 """Shared machinery for the vendor sandboxes: a threaded HTTP server on loopback, request and
-response objects, fault injection, a per-key rate limiter, request statistics and the control
-endpoint (`/_sandbox/...`, which is not part of any vendor API).
+response objects, fault injection, payload rewrites, a per-key rate limiter, request statistics
+and the control endpoint (`/_sandbox/...`, which is not part of any vendor API).
 
 A vendor fake subclasses `SandboxApp` and implements `route()` (the vendor API), `mutate()`
-and `dump()` (the control operations), and the vendor-specific rate-limit answers.
+and `dump()` (the control operations), and the vendor-specific rate-limit answers. Faults and
+rewrites work the same for every vendor, on top of whatever `route()` answers.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -17,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .faults import Fault, Rewrite, rewrite_body
 
 CONTROL_PREFIX = "/_sandbox/"
 
@@ -62,19 +66,6 @@ def empty_response(status: int, headers: dict[str, str] | None = None) -> Respon
     return Response(status, b"", dict(headers or {}))
 
 
-@dataclass
-class Fault:
-    """Answer the next `count` requests whose path contains `path_contains` with `status`,
-    after letting `skip` matching requests through."""
-
-    status: int
-    count: int = 1
-    skip: int = 0
-    path_contains: str = ""
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 class RateLimiter:
     """Fixed-window limiter per key: `limit` requests per `window_seconds`."""
 
@@ -108,6 +99,7 @@ class SandboxApp:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.faults: list[Fault] = []
+        self.rewrites: list[Rewrite] = []
         self.rate_limiter: RateLimiter | None = None
         self.stats: Counter[str] = Counter()
         self._last_now = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -152,12 +144,21 @@ class SandboxApp:
         with self.lock:
             self.stats["requests"] += 1
             self.stats[f"{req.method} {req.path}"] += 1
+            self.stats[f"path {req.path}"] += 1
             fault = self._take_fault(req)
-        if fault is not None:
-            self.stats["faults"] += 1
-            if fault.body is None:
-                return json_response(fault.status, {"error": f"injected fault {fault.status}"}, fault.headers)
-            return json_response(fault.status, fault.body, fault.headers)
+            if fault is not None:
+                self.stats["faults"] += 1
+                self.stats[f"faults {fault.kind}"] += 1
+        if fault is not None and fault.kind == "slow":
+            time.sleep(max(0.0, float(fault.delay_seconds)))  # outside the lock: other requests go on
+        elif fault is not None and fault.kind != "truncated":
+            return fault.answer(req, None)
+        resp = self._answer(req)
+        if fault is not None and fault.kind == "truncated" and resp.status < 300:
+            return fault.answer(req, resp)
+        return resp
+
+    def _answer(self, req: Request) -> Response:
         extra_headers: dict[str, str] = {}
         limiter = self.rate_limiter
         if limiter is not None:
@@ -171,21 +172,39 @@ class SandboxApp:
                 return resp
         with self.lock:
             resp = self.route(req)
+            self._apply_rewrites(req, resp)
         resp.headers = {**extra_headers, **resp.headers}
         with self.lock:
             self.stats[f"status {resp.status}"] += 1
         return resp
 
+    def _apply_rewrites(self, req: Request, resp: Response) -> None:
+        active = [rw for rw in self.rewrites if not rw.path_contains or rw.path_contains in req.path]
+        if not active or not resp.body:
+            return
+        body = rewrite_body(resp.body, active)
+        if body is None:
+            return
+        resp.body = body
+        for rw in active:
+            if rw.count is not None:
+                rw.count -= 1
+        self.rewrites = [rw for rw in self.rewrites if rw.count is None or rw.count > 0]
+        self.stats["rewritten"] += 1
+
     def _take_fault(self, req: Request) -> Fault | None:
         for fault in self.faults:
-            if fault.path_contains and fault.path_contains not in req.path:
+            if not fault.matches(req):
                 continue
             if fault.skip > 0:
                 fault.skip -= 1
                 return None
-            fault.count -= 1
-            if fault.count <= 0:
-                self.faults.remove(fault)
+            if fault.rate is not None and fault._rng.random() >= fault.rate:
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
             return fault
         return None
 
@@ -193,8 +212,20 @@ class SandboxApp:
         op = req.path[len(CONTROL_PREFIX):].strip("/")
         body = req.json() or {}
         if op == "faults" and req.method == "POST":
-            self.faults.append(Fault(**body))
+            try:
+                self.faults.append(Fault(**body))
+            except (TypeError, ValueError) as exc:
+                return json_response(400, {"error": str(exc)})
             return json_response(200, {"faults": len(self.faults)})
+        if op == "rewrites" and req.method == "POST":
+            try:
+                self.rewrites.append(Rewrite(**body))
+            except (TypeError, ValueError) as exc:
+                return json_response(400, {"error": str(exc)})
+            return json_response(200, {"rewrites": len(self.rewrites)})
+        if op == "rewrites" and req.method == "DELETE":
+            self.rewrites.clear()
+            return json_response(200, {"rewrites": 0})
         if op == "faults" and req.method == "DELETE":
             self.faults.clear()
             return json_response(200, {"faults": 0})
@@ -223,6 +254,12 @@ class SandboxApp:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     app: SandboxApp  # set on the per-server subclass
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body are separate writes: without NODELAY, keep-alive clients wait ~40 ms
+        # per request on Nagle + delayed ACK
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
