@@ -16,30 +16,46 @@ from .common import (
     ORG_ID, PREFIX, _Invalid, _LISTS, _NotFound, _OPS, _PREFIXES, _Res, _as_param, _body, _lead_query,
     _param_dt, _range_pred, _sort_key,
 )
+from .activities import CREATABLE, CloseActivities
 from .data import CloseData
 from .render import CloseRender
-from .writes import CloseWrites
 from .search import CloseSearch
+from .writes import CloseWrites
 
 
-class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, SandboxApp):
+class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, CloseActivities, SandboxApp):
     name = "close"
     search_cursor_ttl = 30.0  # seconds; class attributes so a test can shrink them
     search_max_walk = 10_000
     event_limit = 50
 
     def __init__(self, *, api_key: str = "api_sandbox_key", seed: int = 0, n_leads: int = 60,
-                 max_skip: int = 250_000, max_limit: int | None = None):
+                 max_skip: int = 250_000, max_limit: int | None = None, n_activities: int | None = None,
+                 activity_max_skip: int | None = None):
+        """`n_activities` generated activities (default 6 per lead); `activity_max_skip` caps
+        `_skip` on activity lists (default `max_skip`)."""
         super().__init__()
         self.api_key, self.max_skip, self.max_limit = api_key, max_skip, max_limit
+        self.activity_max_skip = max_skip if activity_max_skip is None else activity_max_skip
         self.rng = random.Random(seed)
         kinds = [*_PREFIXES, *(r.kind for r in _LISTS.values())]
         self.db: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in kinds}  # kind -> id -> record
         self.roles: dict[str, str] = {}
         self.events: list[dict[str, Any]] = []
         self._meta: dict[str, Any] = {}
+        self.inactive_users: set[str] = set()
+        self._activity_sorted: tuple[list[str], list[tuple[str, str, str]]] | None = None
         self._static()
         self._generate(n_leads)
+        self._org_roles()
+        self._generate_activities(seed, 6 * n_leads if n_activities is None else n_activities)
+
+    def _org_roles(self) -> None:
+        """One of each membership kind: admins, a superuser, plain users, one inactive member."""
+        users = list(self.db["user"])
+        if len(users) >= 5:
+            self.roles[users[2]] = "superuser"
+            self.inactive_users.add(users[4])
 
 
     # ---- HTTP ------------------------------------------------------------------------------
@@ -84,11 +100,11 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, SandboxApp)
         if method == "GET" and parts[0] == "organization" and len(parts) == 2:
             if parts[1] != ORG_ID:
                 self._missing()
-            return json_response(200, {"id": ORG_ID, "name": "CZ Sandbox Org", "currency": "USD",
-                                       "lead_statuses": list(self.db["status_lead"].values()),
-                                       "opportunity_statuses": list(self.db["status_opportunity"].values()),
-                                       "memberships": [{"user_id": u, "role_id": r, "organization_id": ORG_ID}
-                                                       for u, r in self.roles.items()]})
+            org = self._organization()
+            return json_response(200, org if fields is None else {k: org[k] for k in fields if k in org})
+        if parts[0] == "activity":
+            status, body = self._activity_route(req, parts[1:], fields)
+            return json_response(status, body)
         if key in _LISTS:
             res = _LISTS[key]
             if method == "GET":
@@ -120,8 +136,10 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, SandboxApp)
         return obj
 
     # ---- lists -----------------------------------------------------------------------------
-    def _page_args(self, req: Request, max_limit: int, default: int = 100) -> tuple[int, int]:
+    def _page_args(self, req: Request, max_limit: int, default: int = 100,
+                   max_skip: int | None = None) -> tuple[int, int]:
         max_limit = self.max_limit or max_limit
+        max_skip = self.max_skip if max_skip is None else max_skip
         try:
             skip, limit = int(req.arg("_skip") or 0), int(req.arg("_limit") or min(default, max_limit))
         except ValueError:
@@ -129,8 +147,8 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, SandboxApp)
         if limit < 0 or limit > max_limit:
             raise _Invalid([f"The limit you set is larger than the maximum limit for this resource (max_limit = {max_limit})."],
                            {"_limit": f"Ensure this value is less than or equal to {max_limit}."})
-        if skip < 0 or skip > self.max_skip:
-            raise _Invalid([f"The skip you set is larger than the maximum skip for this resource (max_skip = {self.max_skip}). "
+        if skip < 0 or skip > max_skip:
+            raise _Invalid([f"The skip you set is larger than the maximum skip for this resource (max_skip = {max_skip}). "
                             "Please refine your search query."])
         return skip, limit
 
@@ -189,6 +207,10 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, SandboxApp)
     # ---- control endpoint -------------------------------------------------------------------
     def mutate(self, body: dict[str, Any]) -> Any:
         op, kind = body.get("op"), body.get("object")
+        if kind == "activity" or kind in CREATABLE:
+            return self._mutate_activity(op, str(kind), body)
+        if kind == "membership" and op == "update":
+            return self._mutate_membership(body)
         if kind not in ("lead", "contact", "opportunity", "task", "user"):
             raise ValueError(f"unknown object {kind!r}")
         self._meta = {"request_method": {"create": "POST", "delete": "DELETE"}.get(str(op), "PUT"),
@@ -208,6 +230,12 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, SandboxApp)
     def dump(self, object_name: str) -> list[dict[str, Any]]:
         if object_name == "event":
             return list(reversed(self.events))
+        if object_name == "activity":  # every type, completed tasks included, newest first
+            return [self._render(store, self.db[store][oid]) for _, oid, store in reversed(self._activity_index()[1])]
+        if object_name == "membership":
+            org = self._organization()
+            return [{**m, "is_active": True} for m in org["memberships"]] + \
+                [{**m, "is_active": False} for m in org["inactive_memberships"]]
         if object_name not in self.db:
             raise KeyError(f"unknown object {object_name!r}")
         return self._render_many(object_name, list(self.db[object_name].values()))

@@ -53,10 +53,13 @@ CUSTOM_FIELD_IDS: dict[str, str] = {f[1]: "cf_" + _b62(f"close:custom_field:{f[1
 
 LEAD_STATUSES = ["Potential", "Trial", "Customer", "Bad Fit"]
 OPP_STATUSES = [("Active", "active"), ("Verbal", "active"), ("Won", "won"), ("Lost", "lost")]
-STATUS_IDS = {label: "stat_" + _b62(f"close:status:{label}") for label in LEAD_STATUSES + [s for s, _ in OPP_STATUSES]}
+# A custom opportunity status no generated opportunity uses ("Verbal" is custom too: Close ships Active/Won/Lost).
+UNUSED_OPP_STATUSES = [("On Hold", "active")]
+STATUS_IDS = {label: "stat_" + _b62(f"close:status:{label}")
+              for label in LEAD_STATUSES + [s for s, _ in OPP_STATUSES + UNUSED_OPP_STATUSES]}
 
 _PREFIXES = {"lead": "lead_", "contact": "cont_", "opportunity": "oppo_", "task": "task_",
-             "task_completed": "acti_", "user": "user_"}
+             "task_completed": "acti_", "activity": "acti_", "user": "user_"}
 # Writable keys per object; anything else known is read-only (ignored), anything unknown is a 400.
 _WRITABLE = {
     "lead": {"name", "description", "url", "status_id", "addresses"},

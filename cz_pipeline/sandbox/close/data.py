@@ -9,7 +9,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from .common import (
-    CUSTOM_FIELD_IDS, LEAD_STATUSES, OPP_STATUSES, ORG_ID, PIPELINE_ID, STATUS_IDS, UTC, _B62, _COMPANIES,
+    CUSTOM_FIELD_IDS, LEAD_STATUSES, OPP_STATUSES, ORG_ID, PIPELINE_ID, STATUS_IDS, UNUSED_OPP_STATUSES, UTC, _B62,
+    _COMPANIES,
     _CUSTOM_FIELDS, _END, _FIRST, _LAST, _PREFIXES, _SECTORS, _START, _SUFFIXES, _TASKS, _TITLES, _b62, ts,
 )
 
@@ -32,7 +33,7 @@ class CloseData:
                 "organization_id": ORG_ID}
         for label in LEAD_STATUSES:
             self.db["status_lead"][STATUS_IDS[label]] = {"id": STATUS_IDS[label], "label": label, "organization_id": ORG_ID}
-        for label, typ in OPP_STATUSES:
+        for label, typ in OPP_STATUSES + UNUSED_OPP_STATUSES:
             self.db["status_opportunity"][STATUS_IDS[label]] = {
                 "id": STATUS_IDS[label], "label": label, "type": typ, "pipeline_id": PIPELINE_ID,
                 "pipeline_name": "Sales", "organization_id": ORG_ID}

@@ -78,7 +78,7 @@ class CloseRender:
                        contact_name=self._contact_name(obj["contact_id"]), view=self._value(kind, obj, "view"),
                        assigned_to_name=self._user_name(obj["assigned_to"]),
                        created_by_name=self._user_name(obj["created_by"]), updated_by_name=self._user_name(obj["updated_by"]))
-        elif kind == "task_completed":
+        elif kind in ("task_completed", "activity"):
             out["user_name"] = self._user_name(obj["user_id"])
         out.update([(k, out.pop(k)) for k in [k for k in out if k.startswith("custom.")]])  # custom keys last
         return out if fields is None else _select(out, fields)

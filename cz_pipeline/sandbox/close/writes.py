@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from .activities import EVENT_OBJECT_TYPES
 from .common import (
     ORG_ID, STATUS_IDS, UTC, _B62, _Invalid, _READ_ONLY, _WRITABLE, _date_or_dt, _fail, _is_date, _number,
     parse_dt, ts,
@@ -201,7 +202,7 @@ class CloseWrites:
 
     def _delete(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "lead":  # cascade, with a deleted event per child
-            for child in ("task_completed", "task", "opportunity", "contact"):
+            for child in ("task_completed", "activity", "task", "opportunity", "contact"):
                 for o in [o for o in self.db[child].values() if o["lead_id"] == obj["id"]]:
                     self._delete(child, o)
         elif kind == "user":
@@ -225,6 +226,8 @@ class CloseWrites:
         return (datetime.now(UTC) + timedelta(hours=self._meta.get("tz_offset", 0.0))).date().isoformat()
 
     def _event(self, kind: str, obj: dict[str, Any], action: str, before: dict[str, Any] | None = None) -> None:
+        if kind in ("activity", "task_completed"):  # every activity write is logged: the list index is stale
+            self._activity_changed()
         now = self.now().astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")  # no offset, as in Close
         after = self._render(kind, obj) if action != "deleted" else {}
         previous = before if before is not None else self._render(kind, obj) if action == "deleted" else {}
@@ -232,7 +235,7 @@ class CloseWrites:
         self.events.append({
             "id": "ev_" + "".join(self.rng.choice(_B62) for _ in range(22)), "date_created": now, "date_updated": now,
             "action": action, "object_type": f"task.{obj['_type']}" if kind == "task" else
-            {"task_completed": "activity.task_completed"}.get(kind, kind),
+            EVENT_OBJECT_TYPES[obj["_type"]] if kind in ("activity", "task_completed") else kind,
             "object_id": obj["id"], "lead_id": obj["id"] if kind == "lead" else obj.get("lead_id"),
             "organization_id": ORG_ID, "user_id": self._api_user(),
             "request_id": "req_" + "".join(self.rng.choice(_B62) for _ in range(22)),
