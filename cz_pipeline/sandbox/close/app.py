@@ -57,7 +57,6 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, CloseActivi
             self.roles[users[2]] = "superuser"
             self.inactive_users.add(users[4])
 
-
     # ---- HTTP ------------------------------------------------------------------------------
     def route(self, req: Request) -> Response:
         if not req.path.startswith(PREFIX + "/"):
@@ -202,7 +201,6 @@ class CloseSandbox(CloseData, CloseRender, CloseWrites, CloseSearch, CloseActivi
         more = len(idx) > limit
         return {"data": [self.events[i] for i in idx[:limit]], "cursor_previous": None,
                 "cursor_next": base64.urlsafe_b64encode(str(idx[limit - 1]).encode()).decode() if more else None}
-
 
     # ---- control endpoint -------------------------------------------------------------------
     def mutate(self, body: dict[str, Any]) -> Any:

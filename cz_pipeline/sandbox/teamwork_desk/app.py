@@ -47,7 +47,6 @@ class TeamworkDeskSandbox(TeamworkData, TeamworkWrites, SandboxApp):
         self._seed(random.Random(seed), n_tickets,
                    DEFAULT_EMAILS if customer_emails is None else list(customer_emails))
 
-
     # ---- HTTP API ------------------------------------------------------------------------
     def route(self, req: Request) -> Response:
         if not req.path.startswith(PREFIX + "/"):
@@ -176,7 +175,6 @@ class TeamworkDeskSandbox(TeamworkData, TeamworkWrites, SandboxApp):
     def _list_lookup(self, req: Request, kind: str) -> Response:
         rows, paging = self._query(req, kind)
         return json_response(200, {kind: rows, **paging})
-
 
     # ---- control endpoint ------------------------------------------------------------------
     def mutate(self, body: dict[str, Any]) -> Any:

@@ -56,7 +56,6 @@ class ZohoSandbox(ZohoData, ZohoRecords, ZohoQuery, SandboxApp):
         self.started_at = self._stamp()
         self._generate(random.Random(seed), n_accounts, contacts_per_account)
 
-
     # ---- control -------------------------------------------------------------------------
     def mutate(self, body: dict[str, Any]) -> Any:
         """Control operations. `object` is a module (Accounts, Contacts, Deals, Tasks), "users" or
@@ -212,7 +211,6 @@ class ZohoSandbox(ZohoData, ZohoRecords, ZohoQuery, SandboxApp):
         host = req.headers.get("host", "127.0.0.1")
         return json_response(200, {"access_token": token, "scope": SCOPE, "api_domain": f"http://{host}",
                                    "token_type": "Bearer", "expires_in": self.token_ttl_seconds})
-
 
     def _users(self, req: Request) -> Response:
         active = lambda u: u["status"] == "active"  # noqa: E731

@@ -75,7 +75,6 @@ class ZohoRecords:
         return {"id": entry["id"], "display_name": entry["display_name"], "type": entry["type"],
                 "deleted_time": self.fmt(entry["deleted_time"]), **by}
 
-
     # ---- writes (API and control share validation) ---------------------------------------
     def _coerce(self, module: str, f: Field, value: Any, *, strict: bool, se_module: str | None) -> Any:
         if value is None:
