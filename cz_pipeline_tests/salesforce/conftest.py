@@ -1,5 +1,5 @@
 """Salesforce fixtures: the fake org on loopback (factory and a small default), its control
-client, and a connector against it (the fake's own URL as login host)."""
+client."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import pytest
 from cz_pipeline.sandbox.control import SandboxControl
 from cz_pipeline.sandbox.salesforce import SalesforceSandbox
 from cz_pipeline.sandbox.server import RunningSandbox
-from cz_pipeline.sources.salesforce import SalesforceConnector
-
-SF_SECRETS = {"client_id": "sf_client", "client_secret": "sf_secret", "refresh_token": "sf_refresh"}
 
 
 @pytest.fixture
@@ -35,7 +32,3 @@ def make_sf() -> Iterator:
 @pytest.fixture
 def sf(make_sf) -> tuple[SalesforceSandbox, RunningSandbox, SandboxControl]:
     return make_sf()
-
-
-def connector(url: str, **kwargs: Any) -> SalesforceConnector:
-    return SalesforceConnector(**{**SF_SECRETS, "login_url": url, **kwargs})

@@ -11,11 +11,16 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from cz_pipeline.sources.salesforce import (SALESFORCE, ApiBudgetExhausted, DailyApiLimitReached,
-                                            MemoryTokenStore, ReauthorizationRequired)
+                                            ReauthorizationRequired, SalesforceConnector)
 from cz_pipeline.sources.salesforce.token_store import WarehouseTokenStore
 from cz_pipeline.sync.engine import sync_entity
 
-from conftest import connector  # noqa: E402  (the package's conftest, on sys.path under pytest)
+SF_SECRETS = {"client_id": "sf_client", "client_secret": "sf_secret", "refresh_token": "sf_refresh"}
+
+
+def connector(url: str, **kwargs) -> SalesforceConnector:
+    """A connector whose login host is the fake (the fake's default grant)."""
+    return SalesforceConnector(**{**SF_SECRETS, "login_url": url, **kwargs})
 
 
 def ids(pages) -> list[str]:
