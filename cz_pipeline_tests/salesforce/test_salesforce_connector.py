@@ -74,7 +74,7 @@ def test_revoked_refresh_token_says_reauthorise_and_calls_the_hook_once(sf):
     app, server, control = sf
     control.mutate("revoke_refresh_token", "oauth")
     notices: list[str] = []
-    c = connector(server.url, on_reauthorization_required=notices.append)
+    c = connector(server.url, on_auth_invalid=notices.append)
     with pytest.raises(ReauthorizationRequired, match="re-authorised") as exc:
         list(c.stream("leads", None))
     assert "sf_refresh" not in str(exc.value) and len(notices) == 1

@@ -107,4 +107,4 @@ def test_next_records_url_is_followed_and_a_repeated_one_fails():
     responses.get(f"{API}/query", json=page, headers=LIMIT)
     responses.get(f"{API}/query/01g-2", json=page, headers=LIMIT)  # a server that never advances
     with pytest.raises(Exception, match="repeats"):
-        list(sf().query("SELECT Id FROM Account"))
+        list(sf().query_pages("SELECT Id FROM Account"))

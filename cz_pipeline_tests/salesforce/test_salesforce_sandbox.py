@@ -162,3 +162,28 @@ def test_generated_org_has_hierarchy_inactive_user_and_many_closed_deals_quickly
     assert [u["IsActive"] for u in app.org.records["User"].values()].count(False) == 1
     assert {o["Type"] for o in closed} >= {"Partner", "New Business"}
     assert {o["IsWon"] for o in closed} == {True, False}
+
+
+def test_accounts_carry_a_unique_external_id_field_that_describe_flags(sf):
+    app, server, _ = sf
+    base, auth = session(server.url)
+    fields = {f["name"]: f for f in requests.get(f"{base}{API}/sobjects/Account/describe", headers=auth,
+                                                 timeout=10).json()["fields"]}
+    assert fields["CZ_Account_ID__c"]["externalId"] is True and fields["CZ_Account_ID__c"]["custom"] is True
+    assert fields["Name"]["externalId"] is False
+    body = soql(server.url, "SELECT Id, CZ_Account_ID__c, Parent.CZ_Account_ID__c FROM Account "
+                            "WHERE ParentId != null ORDER BY CZ_Account_ID__c").json()
+    values = [a["CZ_Account_ID__c"] for a in app.dump("Account")]
+    assert len(set(values)) == len(values) == 30
+    child = body["records"][0]
+    parent = app.org.records["Account"][app.org.records["Account"][child["Id"]]["ParentId"]]
+    assert child["Parent"]["CZ_Account_ID__c"] == parent["CZ_Account_ID__c"]
+
+
+def test_order_by_defaults_to_ascending_with_nulls_first_and_honours_nulls_last(sf):
+    app, server, _ = sf
+    plain = soql(server.url, "SELECT Id, ParentId FROM Account ORDER BY ParentId").json()["records"]
+    last = soql(server.url, "SELECT Id, ParentId FROM Account ORDER BY ParentId ASC NULLS LAST").json()["records"]
+    parents = [r["ParentId"] for r in plain]
+    assert parents[:21] == [None] * 21 and parents[21:] == sorted(parents[21:])
+    assert [r["ParentId"] for r in last] == parents[21:] + [None] * 21

@@ -56,6 +56,7 @@ def generate(add: Callable[[str, dict[str, Any], datetime], dict[str, Any]], rng
     for i in range(n_accounts):
         parent = {1: i - 1, 2: i - 1, 3: i - 3}.get(i % 10)
         values = {"Name": f"{rng.choice(WORDS)} {rng.choice(WORDS2)} {i:04d}", "AccountNumber": f"SF-{i:05d}",
+                  "CZ_Account_ID__c": f"CZ-{i:05d}",
                   "ParentId": accounts[parent]["Id"] if parent is not None and parent < len(accounts) else None,
                   "Industry": INDUSTRIES[i % len(INDUSTRIES)], "Type": ACCOUNT_TYPES[i % len(ACCOUNT_TYPES)],
                   "Website": f"https://account{i}.example.com", "OwnerId": owners[i % len(owners)],

@@ -41,12 +41,14 @@ class Field:
     custom: bool = False
     nillable: bool = True
     updateable: bool = True
+    external_id: bool = False  # an upsert key (`externalId`, unique in the org)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.name.replace("__c", "").replace("_", " "), "type": self.type,
                 "nillable": self.nillable, "createable": self.updateable, "updateable": self.updateable,
-                "custom": self.custom, "calculated": False, "length": 255 if self.type in ("string", "picklist",
-                                                                                         "email", "url") else 0,
+                "custom": self.custom, "externalId": self.external_id, "unique": self.external_id,
+                "calculated": False,
+                "length": 255 if self.type in ("string", "picklist", "email", "url") else 0,
                 "referenceTo": [self.reference_to] if self.reference_to else [],
                 "relationshipName": self.relationship, "picklistValues": []}
 
@@ -63,6 +65,7 @@ _FIELDS: dict[str, list[Field]] = {
     "Account": [Field("Name", "string", nillable=False), _ref("ParentId", "Account"),
                 Field("AccountNumber", "string"), Field("Industry", "picklist"), Field("Type", "picklist"),
                 Field("Website", "url"), _ref("OwnerId", "User"), Field("AnnualRevenue", "currency"),
+                Field("CZ_Account_ID__c", "string", custom=True, external_id=True),
                 Field("Sync_to_ChurnZero__c", "boolean", custom=True), Field("ChurnScore__c", "double", custom=True),
                 Field("Customer_Since__c", "date", custom=True), Field("Health_Notes__c", "textarea", custom=True)],
     "Contact": [_ref("AccountId", "Account"), Field("FirstName", "string"), Field("LastName", "string", nillable=False),

@@ -99,10 +99,14 @@ class Compiler:
             while True:
                 path = self._ident()
                 self.resolve(obj, path)
-                desc = bool(self._accept("kw", "DESC")) or (self._accept("kw", "ASC") and False)
-                nulls_last = desc
+                desc = self._accept("kw", "DESC") is not None
+                if not desc:
+                    self._accept("kw", "ASC")
+                nulls_last = desc  # Salesforce's default: nulls first ascending, last descending
                 if self._accept("kw", "NULLS"):
-                    nulls_last = self._accept("kw", "LAST") is not None or (self._expect("kw", "FIRST") and False)
+                    nulls_last = self._accept("kw", "LAST") is not None
+                    if not nulls_last:
+                        self._expect("kw", "FIRST")
                 query.order.append((path, desc, nulls_last))
                 if not self._accept("punct", ","):
                     break

@@ -6,7 +6,7 @@
 `refresh()` once after a 401 `INVALID_SESSION_ID` and retries once. When the org rotates refresh
 tokens the answer carries a new one; it is saved in the `TokenStore` and used from then on (the
 configured one is only the first). `invalid_grant` raises `ReauthorizationRequired` and calls the
-`on_reauthorization_required` hook once, so the caller can notify the tenant's admins.
+`on_auth_invalid` hook once, so the caller can notify the tenant's admins.
 
 Tokens never appear in logs, messages or exceptions.
 """
@@ -62,7 +62,7 @@ class SalesforceOAuth(AuthStrategy):
 
     def __init__(self, *, login_url: str | None, client_id: str, client_secret: str, refresh_token: str,
                  store: TokenStore | None = None, policy: RetryPolicy | None = None,
-                 on_reauthorization_required: Callable[[str], None] | None = None):
+                 on_auth_invalid: Callable[[str], None] | None = None):
         self.login_url = (login_url or DEFAULT_LOGIN_URL).rstrip("/")
         if self.login_url.endswith(TOKEN_PATH):
             self.login_url = self.login_url[: -len(TOKEN_PATH)]
@@ -70,7 +70,7 @@ class SalesforceOAuth(AuthStrategy):
         self._configured_refresh = refresh_token
         self.key = grant_key(self.login_url, client_id, refresh_token)
         self.store = store or MemoryTokenStore()
-        self.on_reauthorization_required = on_reauthorization_required
+        self.on_auth_invalid = on_auth_invalid
         self.login = HttpClient(SYSTEM, self.login_url, None, policy)  # no Authorization header
         self._session: str | None = None
         self.instance_url: str | None = None
@@ -110,9 +110,9 @@ class SalesforceOAuth(AuthStrategy):
                 message = ("Salesforce refused the refresh token (invalid_grant: revoked, expired or rotated "
                            "away): the integration must be re-authorised in Salesforce and the tenant's "
                            "refresh_token updated")
-                if self.on_reauthorization_required is not None and not self._notified:
+                if self.on_auth_invalid is not None and not self._notified:
                     self._notified = True
-                    self.on_reauthorization_required(message)
+                    self.on_auth_invalid(message)
                 raise ReauthorizationRequired(SYSTEM, "POST", self.login_url + TOKEN_PATH, resp.status_code, message)
             detail = error if error.replace("_", "").isalnum() else "no access_token in the answer"
             raise AuthError(SYSTEM, "POST", self.login_url + TOKEN_PATH, resp.status_code,

@@ -1,5 +1,5 @@
 """Salesforce REST adapter: the engine's surface (`stream`, `deletions`, `custom_fields`,
-`unknown_fields`, `http.calls`) plus SOQL page reads for products (`query`) and writes.
+`unknown_fields`, `http.calls`) plus SOQL page reads for products (`query_pages`) and writes.
 
 Reads: full (`since` None) through `/queryAll … WHERE IsDeleted = false` (queryAll also returns
 archived activities), routine through `/query … WHERE SystemModstamp >= <literal>` (unquoted,
@@ -84,13 +84,13 @@ class SalesforceConnector(SalesforceWrites):
                  token_store: TokenStore | None = None, policy: RetryPolicy | None = None,
                  api_version: str = API_VERSION, batch_size: int = DEFAULT_BATCH_SIZE,
                  max_api_share: float = DEFAULT_MAX_SHARE, max_url_length: int = DEFAULT_MAX_URL_LENGTH,
-                 on_reauthorization_required: Callable[[str], None] | None = None):
-        """`on_reauthorization_required(message)` is called once when Salesforce refuses the
+                 on_auth_invalid: Callable[[str], None] | None = None):
+        """`on_auth_invalid(message)` is called once when Salesforce refuses the
         refresh token (`invalid_grant`), before `ReauthorizationRequired` is raised: the place to
         notify the tenant's admins."""
         self.auth = SalesforceOAuth(login_url=login_url, client_id=client_id, client_secret=client_secret,
                                     refresh_token=refresh_token, store=token_store, policy=policy,
-                                    on_reauthorization_required=on_reauthorization_required)
+                                    on_auth_invalid=on_auth_invalid)
         self.budget = ApiBudget(max_share=max_api_share)
         self.http = SalesforceHttpClient(self.auth, self.budget, policy)
         self.api_path = f"/services/data/v{api_version}"
@@ -129,18 +129,19 @@ class SalesforceConnector(SalesforceWrites):
         return [f for f in fields if f.split(".")[0] not in known]
 
     # ---- SOQL pages ------------------------------------------------------------------------
-    def _query_url(self, soql: str, everything: bool) -> str:
-        return f"{self.api_path}/{'queryAll' if everything else 'query'}?q={quote_plus(soql)}"
+    def _query_url(self, soql: str, all_rows: bool) -> str:
+        return f"{self.api_path}/{'queryAll' if all_rows else 'query'}?q={quote_plus(soql)}"
 
-    def _url_length(self, soql: str, everything: bool) -> int:
-        return len(self.http.base_url) + len(self._query_url(soql, everything))
+    def _url_length(self, soql: str, all_rows: bool) -> int:
+        return len(self.http.base_url) + len(self._query_url(soql, all_rows))
 
-    def query(self, soql: str, *, everything: bool = False) -> Iterator[list[dict[str, Any]]]:
-        """Pages of records (without `attributes`) for any SOQL; `everything` uses queryAll."""
+    def query_pages(self, soql: str, all_rows: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Pages of records (without `attributes`) for any SOQL; `all_rows` uses queryAll
+        (deleted and archived rows too). Products (win-loss) read through this."""
         headers = {"Sforce-Query-Options": f"batchSize={self.batch_size}"}
 
         def fetch(url: str | None) -> dict[str, Any]:
-            target = url or self._query_url(soql, everything)
+            target = url or self._query_url(soql, all_rows)
             body = self._call("GET", target, headers=headers).json()
             if not isinstance(body, dict):
                 raise ApiError(SYSTEM, "GET", target, 200, "the query answer is not a JSON object")
@@ -158,7 +159,7 @@ class SalesforceConnector(SalesforceWrites):
         keys = tuple(k for k in KEY_FIELDS if k in self.field_names(obj))
         return chunk_fields(self.field_names(obj), obj, max(200, self.max_url_length - overhead - 64), keys)
 
-    def records(self, obj: str, where: str, *, everything: bool) -> Iterator[list[dict[str, Any]]]:
+    def records(self, obj: str, where: str, *, all_rows: bool) -> Iterator[list[dict[str, Any]]]:
         """Pages of every described field of `obj` matching `where`, the SELECT list split and
         stitched by Id when one URL cannot hold it. INVALID_FIELD re-describes once."""
         for attempt in (1, 2):
@@ -167,11 +168,11 @@ class SalesforceConnector(SalesforceWrites):
                 first = True
                 driving, *others = chunks
                 order = "SystemModstamp ASC" if "SystemModstamp" in driving else None
-                for rows in self.query(select(driving, obj, where, order), everything=everything):
+                for rows in self.query_pages(select(driving, obj, where, order), all_rows=all_rows):
                     first = False
                     merged = {r["Id"]: r for r in rows}
                     for chunk in others:
-                        self._stitch(obj, chunk, merged, everything)
+                        self._stitch(obj, chunk, merged, all_rows)
                     yield list(merged.values())
                 return
             except ApiError as exc:
@@ -180,14 +181,14 @@ class SalesforceConnector(SalesforceWrites):
                 log.warning("salesforce: %s refused a field (%s); describing it again", obj, exc)
                 self.describe(obj, refresh=True)
 
-    def _stitch(self, obj: str, chunk: list[str], merged: dict[str, dict[str, Any]], everything: bool) -> None:
+    def _stitch(self, obj: str, chunk: list[str], merged: dict[str, dict[str, Any]], all_rows: bool) -> None:
         base = select(chunk, obj, "Id IN ()")
-        per_query = ids_per_query(self.max_url_length - self._url_length(base, everything) - 64)
+        per_query = ids_per_query(self.max_url_length - self._url_length(base, all_rows) - 64)
         ids = list(merged)
         for i in range(0, len(ids), per_query):
             part = ids[i:i + per_query]
             where = f"Id IN ({', '.join(string_literal(x) for x in part)})"
-            for rows in self.query(select(chunk, obj, where), everything=everything):
+            for rows in self.query_pages(select(chunk, obj, where), all_rows=all_rows):
                 for row in rows:
                     target = merged.get(row.get("Id"))
                     if target is not None:  # the driving page's SystemModstamp stays (the older one)
@@ -205,9 +206,9 @@ class SalesforceConnector(SalesforceWrites):
         if since is None:
             self.describe(obj, refresh=True)  # a full read always sees today's fields
             has_deleted = "IsDeleted" in self.field_names(obj)
-            pages = self.records(obj, "IsDeleted = false" if has_deleted else "", everything=has_deleted)
+            pages = self.records(obj, "IsDeleted = false" if has_deleted else "", all_rows=has_deleted)
         else:
-            pages = self.records(obj, f"SystemModstamp >= {datetime_literal(since)}", everything=False)
+            pages = self.records(obj, f"SystemModstamp >= {datetime_literal(since)}", all_rows=False)
         for rows in pages:
             yield [Record(str(r["Id"]), parse_timestamp(r.get("SystemModstamp")), r) for r in rows if r.get("Id")]
 
@@ -217,7 +218,7 @@ class SalesforceConnector(SalesforceWrites):
         if obj is None or "IsDeleted" not in self.field_names(obj):
             return
         where = "IsDeleted = true" + (f" AND SystemModstamp >= {datetime_literal(since)}" if since else "")
-        for rows in self.query(select(["Id", "SystemModstamp"], obj, where), everything=True):
+        for rows in self.query_pages(select(["Id", "SystemModstamp"], obj, where), all_rows=True):
             batch = [(str(r["Id"]), parse_timestamp(r.get("SystemModstamp"))) for r in rows if r.get("Id")]
             if batch:
                 yield batch
