@@ -13,10 +13,11 @@ import signal
 import threading
 
 from .close import CloseSandbox
+from .salesforce import SalesforceSandbox
 from .server import RunningSandbox
 from .teamwork_desk import TeamworkDeskSandbox
 
-DEMO_PORTS = {"close": 8701, "zoho": 8702, "desk": 8703}
+DEMO_PORTS = {"close": 8701, "zoho": 8702, "desk": 8703, "salesforce": 8704}
 
 
 def demo_ticket_emails(close: CloseSandbox, rng: random.Random, n: int = 12) -> list[str]:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--close-port", type=int, default=None)
     parser.add_argument("--zoho-port", type=int, default=None)
     parser.add_argument("--desk-port", type=int, default=None)
+    parser.add_argument("--salesforce-port", type=int, default=None)
     parser.add_argument("--mutate-every", type=float, default=60.0)
     args = parser.parse_args()
     ports = {k: (getattr(args, f"{k}_port") or (v if args.demo else 0)) for k, v in DEMO_PORTS.items()}
@@ -59,6 +61,7 @@ def main() -> None:
         pass
     desk = TeamworkDeskSandbox(customer_emails=demo_ticket_emails(close, random.Random(3)))
     servers["desk"] = (RunningSandbox(desk, args.host, ports["desk"]), "/desk/api/v2")
+    servers["salesforce"] = (RunningSandbox(SalesforceSandbox(), args.host, ports["salesforce"]), "/services/data")
     for name, (server, prefix) in servers.items():
         print(f"sandbox {name}: {server.url}{prefix}", flush=True)
 

@@ -285,6 +285,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     SELECT DISTINCT ON (tenant_id, check_name) *
       FROM sync.check_results ORDER BY tenant_id, check_name, id DESC;
     """),
+    (7, "Salesforce: rotated OAuth refresh tokens (Fernet ciphertext only)", """
+    CREATE TABLE sync.oauth_tokens (
+        tenant_id   text        NOT NULL,
+        system      text        NOT NULL,
+        grant_key   text        NOT NULL,   -- sha256 of login host, client id, configured token
+        ciphertext  bytea       NOT NULL,   -- the refresh token, encrypted by the application
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, system, grant_key)
+    );
+    """),
 ]
 
 
