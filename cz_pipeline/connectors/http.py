@@ -278,11 +278,11 @@ def parse_timestamp(value: Any) -> datetime | None:
         text = f"{text[:-2]}:{text[-2:]}"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+05:00 leaves the datetime range
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -292,6 +292,25 @@ class Record:
     source_id: str
     updated_at: datetime | None
     payload: dict[str, Any]
+    # Set by a connector that could not read the record properly (e.g. no id, a timestamp out
+    # of range): the engine then quarantines it instead of landing it.
+    problem: str | None = None
+
+
+def record_from(row: dict[str, Any], system: str, *stamp_fields: str, id_field: str = "id") -> Record:
+    """A Record from a vendor row, never raising: a missing/null id or an unreadable change
+    time becomes the record's `problem` (the engine sets such records aside)."""
+    raw_id = row.get(id_field)
+    stamp_field = next((f for f in stamp_fields if row.get(f)), None)
+    updated = parse_timestamp(row.get(stamp_field)) if stamp_field else None
+    problem = None
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        problem = f"{id_field}: missing or null"
+    elif isinstance(raw_id, (dict, list)):
+        problem = f"{id_field}: not a scalar"
+    elif stamp_field and updated is None and isinstance(row.get(stamp_field), str):
+        problem = f"{stamp_field}: not a timestamp that can be normalised to UTC"
+    return Record("" if raw_id is None else str(raw_id), updated, row, problem)
 
 
 Page = list[Record]
