@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from .http import ApiError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, parse_timestamp
+from .http import ApiError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, parse_timestamp, record_from
 
 LEAD_FIELDS = ["id", "name", "display_name", "status_id", "status_label", "description", "url", "html_url",
                "organization_id", "created_by", "updated_by", "date_created", "date_updated", "custom"]
@@ -262,4 +262,4 @@ class CloseConnector:
             for key, value in nested.items():
                 if str(key).startswith(("cf_", "lcf_")) and value is not None:
                     row.setdefault(f"custom.{key}", value)
-        return Record(str(row["id"]), parse_timestamp(row.get("date_updated") or row.get("date_created")), row)
+        return record_from(row, "close", "date_updated", "date_created")

@@ -8,8 +8,11 @@ Plain Python, no Dagster imports.
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from urllib.parse import urlsplit
 import requests
 
 RETRYABLE_STATUS = {500, 502, 503, 504}
+DEEP_JSON_RECURSION_LIMIT = 6000  # decoding depth allowed for a page; records deeper than the
+# engine's serialisation limit are then quarantined one by one
 _RATELIMIT_PART = re.compile(r"(limit|remaining|reset)\s*=\s*(\d+(?:\.\d+)?)")
 
 
@@ -114,7 +119,8 @@ def pacing_wait(response: requests.Response) -> float:
 
 class HttpClient:
     def __init__(self, system: str, base_url: str, auth: AuthStrategy | None = None,
-                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep):
+                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 json_bodies: bool = True):
         self.system = system
         self.base_url = base_url.rstrip("/")
         self.auth = auth or AuthStrategy()
@@ -123,7 +129,54 @@ class HttpClient:
         self.sleep = sleep
         self.calls = 0  # requests sent, for the run ledger
         self.throttled = 0  # 429s received
+        self.json_bodies = json_bodies  # successful answers must be JSON (retried when not)
         self._pause_until = 0.0
+        self._secrets: set[str] = set()
+
+    def add_secret(self, value: str | None) -> None:
+        """A value that must never appear in an error (refresh tokens, client secrets)."""
+        if value and len(value) >= 4:
+            self._secrets.update({value, base64.b64encode(value.encode()).decode(),
+                                  base64.b64encode(f"{value}:".encode()).decode()})
+
+    def _remember_secrets(self, headers: dict[str, str]) -> None:
+        # Whatever the auth strategy sent (header token, Basic credentials) is secret, even if a
+        # vendor's error body echoes it back.
+        for name, value in headers.items():
+            if name.lower() in ("authorization", "x-api-key", "api-key") and value:
+                self.add_secret(value)
+                self.add_secret(value.split(" ", 1)[-1])
+        auth = self.session.auth
+        if isinstance(auth, tuple):
+            for part in auth:
+                self.add_secret(part)
+            self.add_secret(":".join(auth))
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def _error(self, exc: ApiError) -> ApiError:
+        exc.args = (self.redact(str(exc)),)
+        return exc
+
+    def _decode(self, resp: requests.Response) -> bool:
+        """Parse a JSON answer once (callers' `resp.json()` returns the parsed body); False when
+        the body is not JSON. Deeply nested records parse too, so that the engine can set the
+        one record aside instead of losing the page."""
+        if resp.status_code == 204 or not resp.content:
+            return True
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, DEEP_JSON_RECURSION_LIMIT))
+        try:
+            body = json.loads(resp.content)
+        except (ValueError, RecursionError):
+            return False
+        finally:
+            sys.setrecursionlimit(limit)
+        resp.json = lambda **_: body  # type: ignore[method-assign]
+        return True
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
@@ -141,13 +194,15 @@ class HttpClient:
                 self.sleep(wait)
             headers = dict(kwargs.pop("headers", None) or {})
             self.auth.apply(self.session, headers)
+            self._remember_secrets(headers)
             try:
                 self.calls += 1
                 resp = self.session.request(method, url, headers=headers, timeout=self.policy.timeout, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 kwargs["headers"] = headers
                 if attempt >= self.policy.max_attempts:
-                    raise ApiError(self.system, method, url, None, f"{type(exc).__name__} after {attempt} attempts") from None
+                    raise self._error(ApiError(self.system, method, url, None,
+                                               f"{type(exc).__name__} after {attempt} attempts")) from None
                 self._backoff(attempt)
                 continue
             kwargs["headers"] = headers
@@ -155,25 +210,34 @@ class HttpClient:
             if pause:
                 self._pause_until = time.monotonic() + min(pause, self.policy.max_rate_limit_wait)
             if resp.status_code in ok:
-                return resp
+                if not self.json_bodies or self._decode(resp):
+                    return resp
+                # A truncated body, a non-JSON answer or an HTML page with status 200: transient
+                # on every vendor we know (a proxy or a half-sent answer), so retried like a 5xx.
+                if attempt < self.policy.max_attempts:
+                    self._backoff(attempt)
+                    continue
+                raise self._error(ApiError(self.system, method, url, resp.status_code,
+                                           f"the answer was not valid JSON after {attempt} attempts "
+                                           f"(truncated, or an HTML page: {_content_kind(resp)})"))
             if resp.status_code == 401 and not refreshed and self.auth.refresh(resp):
                 refreshed = True
                 continue
             if resp.status_code in (401, 403) and self._is_auth_failure(resp):
-                raise AuthError(self.system, method, url, resp.status_code,
-                                "credentials were refused; the tenant's sync stops until they are fixed "
-                                f"({_error_text(resp)})")
+                raise self._error(AuthError(self.system, method, url, resp.status_code,
+                                            "credentials were refused; the tenant's sync stops until they are fixed "
+                                            f"({_error_text(resp)})"))
             if resp.status_code == 429:
                 self.throttled += 1
                 if attempt >= self.policy.max_attempts * 2:
-                    raise ApiError(self.system, method, url, 429, "still rate limited after repeated waits")
+                    raise self._error(ApiError(self.system, method, url, 429, "still rate limited after repeated waits"))
                 wait_s = rate_limit_wait(resp)
                 self.sleep(min(wait_s if wait_s is not None else 2.0 ** min(attempt, 5), self.policy.max_rate_limit_wait))
                 continue
             if resp.status_code in RETRYABLE_STATUS and attempt < self.policy.max_attempts:
                 self._backoff(attempt)
                 continue
-            raise ApiError(self.system, method, url, resp.status_code, _error_text(resp))
+            raise self._error(ApiError(self.system, method, url, resp.status_code, _error_text(resp)))
 
     def _is_auth_failure(self, resp: requests.Response) -> bool:
         return resp.status_code == 401 or "auth" in _error_text(resp).lower() or "token" in _error_text(resp).lower()
@@ -184,6 +248,11 @@ class HttpClient:
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
+
+
+def _content_kind(resp: requests.Response) -> str:
+    kind = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
+    return f"{kind}, {len(resp.content)} bytes"
 
 
 def _error_text(resp: requests.Response, limit: int = 300) -> str:
@@ -209,11 +278,11 @@ def parse_timestamp(value: Any) -> datetime | None:
         text = f"{text[:-2]}:{text[-2:]}"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+05:00 leaves the datetime range
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -223,6 +292,25 @@ class Record:
     source_id: str
     updated_at: datetime | None
     payload: dict[str, Any]
+    # Set by a connector that could not read the record properly (e.g. no id, a timestamp out
+    # of range): the engine then quarantines it instead of landing it.
+    problem: str | None = None
+
+
+def record_from(row: dict[str, Any], system: str, *stamp_fields: str, id_field: str = "id") -> Record:
+    """A Record from a vendor row, never raising: a missing/null id or an unreadable change
+    time becomes the record's `problem` (the engine sets such records aside)."""
+    raw_id = row.get(id_field)
+    stamp_field = next((f for f in stamp_fields if row.get(f)), None)
+    updated = parse_timestamp(row.get(stamp_field)) if stamp_field else None
+    problem = None
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        problem = f"{id_field}: missing or null"
+    elif isinstance(raw_id, (dict, list)):
+        problem = f"{id_field}: not a scalar"
+    elif stamp_field and updated is None and isinstance(row.get(stamp_field), str):
+        problem = f"{stamp_field}: not a timestamp that can be normalised to UTC"
+    return Record("" if raw_id is None else str(raw_id), updated, row, problem)
 
 
 Page = list[Record]

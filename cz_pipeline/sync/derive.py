@@ -309,6 +309,7 @@ def publish(conn: sa.Connection, tenant: TenantConfig, table: str, mode: str) ->
         DO UPDATE SET last_seen_at = now(), detail = EXCLUDED.detail"""), t).rowcount
     conn.execute(sa.text("""
         DELETE FROM sync.quarantine q WHERE q.tenant_id = :t AND q.entity = :entity
+           AND q.reason <> 'malformed_record'  -- set aside at ingest; the engine clears those
            AND NOT EXISTS (SELECT 1 FROM pg_temp.cand c WHERE c._source_id = q.source_id AND c._reason = q.reason)"""), t)
 
     if spec.rekey:  # a record whose external id changed: its old row goes, the new one comes

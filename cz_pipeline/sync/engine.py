@@ -18,6 +18,7 @@ The cursor never advances past `start - settle_lag`, so late commits are read ag
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..connectors.http import Page
+from ..connectors.http import Page, Record
 from ..warehouse.migrations import RAW_ENTITIES
 
 
@@ -41,6 +42,7 @@ class EntitySyncResult:
     inserted: int = 0
     updated: int = 0
     tombstoned: int = 0
+    quarantined: int = 0  # records set aside at ingest (sync.quarantine, reason malformed_record)
     api_calls: int = 0
     api_credits: int | None = None  # vendors that bill credits (Zoho)
     window_start: datetime | None = None
@@ -53,14 +55,101 @@ class EntitySyncResult:
         return out
 
 
-def _copy_page(cur: Any, page: Page) -> None:
+MALFORMED = "malformed_record"  # quarantine reason of records set aside at ingest
+
+
+def _find(value: Any, bad: Callable[[str], bool], path: str = "") -> str | None:
+    """Path of the first key or string value for which `bad` holds (only walked for a record
+    already known to be bad, to name the field)."""
+    if isinstance(value, str):
+        return path or "(value)" if bad(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and bad(key):
+                return here
+            found = _find(item, bad, here)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find(item, bad, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def serialise_record(rec: Record) -> tuple[str | None, str | None]:
+    """(payload JSON for COPY, None) for a record Postgres accepts, else (None, problem) naming
+    the field and the problem, never the value (it may be personal data)."""
+    if rec.problem:
+        return None, rec.problem
+    if "\x00" in rec.source_id or _has_surrogate(rec.source_id):
+        return None, "id: contains a NUL character or a lone surrogate"
+    try:
+        text = json.dumps(rec.payload, separators=(",", ":"), ensure_ascii=False, default=str)
+    except RecursionError:
+        return None, "payload: nested too deeply to store (more than about 1,000 levels)"
+    except (TypeError, ValueError) as exc:
+        return None, f"payload: not serialisable as JSON ({type(exc).__name__})"
+    if "\\u0000" in text:  # JSON escapes NUL; Postgres text and jsonb reject it
+        field = _find(rec.payload, lambda v: "\x00" in v)
+        if field:
+            return None, f"{field}: contains a NUL character (\\u0000)"
+    if _has_surrogate(text):
+        return None, f"{_find(rec.payload, _has_surrogate) or 'payload'}: contains a lone UTF-16 surrogate"
+    return text, None
+
+
+def _copy_page(cur: Any, page: Page, rejected: list[tuple[str, str]]) -> int:
+    """COPY the page's good records into the stage; append (source id, problem) of the others."""
     buf = io.StringIO()
     writer = csv.writer(buf)
+    landed = 0
     for rec in page:
-        writer.writerow([rec.source_id, rec.updated_at.isoformat() if rec.updated_at else "",
-                         json.dumps(rec.payload, separators=(",", ":"), default=str)])
-    buf.seek(0)
-    cur.copy_expert("COPY pg_temp.stage (source_id, source_updated_at, payload) FROM STDIN WITH (FORMAT csv)", buf)
+        text, problem = serialise_record(rec)
+        if problem:
+            rejected.append((_quarantine_id(rec), problem))
+            continue
+        writer.writerow([rec.source_id, rec.updated_at.isoformat() if rec.updated_at else "", text])
+        landed += 1
+    if landed:
+        buf.seek(0)
+        cur.copy_expert("COPY pg_temp.stage (source_id, source_updated_at, payload) FROM STDIN WITH (FORMAT csv)", buf)
+    return landed
+
+
+def _quarantine_id(rec: Record) -> str:
+    # A record without a usable id is still kept apart from the others (and recognised on the
+    # next sync) by a digest of its payload.
+    if rec.source_id and "\x00" not in rec.source_id and not _has_surrogate(rec.source_id):
+        return rec.source_id
+    digest = hashlib.sha256(repr(sorted(map(str, rec.payload))).encode("utf-8", "replace")).hexdigest()[:16]
+    return f"(no usable id) {digest}"
+
+
+def _quarantine(cur: Any, tenant_id: str, entity: str, rejected: list[tuple[str, str]]) -> None:
+    """Record this run's set-aside records; records of this entity that landed now leave."""
+    if rejected:
+        cur.execute("""
+            INSERT INTO sync.quarantine AS q (tenant_id, entity, source_id, reason, detail)
+            SELECT %s, %s, d.source_id, %s, jsonb_build_object('problem', d.problem)
+              FROM unnest(%s::text[], %s::text[]) AS d(source_id, problem)
+            ON CONFLICT (tenant_id, entity, source_id, reason)
+            DO UPDATE SET last_seen_at = now(), detail = EXCLUDED.detail""",
+                    (tenant_id, entity, MALFORMED, [r[0] for r in rejected], [r[1] for r in rejected]))
+    cur.execute("""
+        DELETE FROM sync.quarantine q USING pg_temp.stage s
+         WHERE q.tenant_id = %s AND q.entity = %s AND q.reason = %s AND q.source_id = s.source_id""",
+                (tenant_id, entity, MALFORMED))
 
 
 def choose_mode(requested: str, cursor: dict[str, Any] | None, fingerprint: str) -> tuple[str, str]:
@@ -105,10 +194,14 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
 
         cur.execute("CREATE TEMP TABLE stage (seq bigserial, source_id text NOT NULL, "
                     "source_updated_at timestamptz, payload jsonb NOT NULL) ON COMMIT DROP")
+        rejected: list[tuple[str, str]] = []
         for page in connector.stream(entity, since):
             if page:
-                _copy_page(cur, page)
+                _copy_page(cur, page, rejected)
                 result.records_read += len(page)
+        # One bad record never stops the tenant: it is set aside with a reason, the rest lands.
+        _quarantine(cur, tenant_id, entity, rejected)
+        result.quarantined = len(rejected)
 
         # The newest copy of each id wins (pages overlap at window boundaries).
         cur.execute(f"""
@@ -173,13 +266,18 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
             cur = raw_conn.cursor()
             failed = EntitySyncResult(tenant_id, entity, requested_mode, "failed")
             _count_calls(failed, connector, calls_before, credits_before)
-            _ledger(cur, failed, "failed", started, dagster_run_id, error=str(exc)[:2000])
+            _ledger(cur, failed, "failed", started, dagster_run_id, error=_redacted(connector, str(exc))[:2000])
             raw_conn.commit()
         except Exception:
             raw_conn.rollback()
         raise
     finally:
         raw_conn.close()
+
+
+def _redacted(connector: Any, text: str) -> str:
+    redact = getattr(getattr(connector, "http", None), "redact", None)
+    return redact(text) if redact else text
 
 
 def _count_calls(result: EntitySyncResult, connector: Any, calls_before: int, credits_before: int | None) -> None:
@@ -193,8 +291,8 @@ def _ledger(cur: Any, r: EntitySyncResult, status: str, started: datetime, dagst
     cur.execute("""
         INSERT INTO sync.runs (tenant_id, entity, mode, reason, dagster_run_id, status, started_at,
                                window_start, high_water, records_read, inserted, updated, tombstoned,
-                               api_calls, api_credits, error)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                               quarantined, api_calls, api_credits, error)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 (r.tenant_id, r.entity, r.mode, r.reason, dagster_run_id, status, started, r.window_start,
-                 r.high_water, r.records_read, r.inserted, r.updated, r.tombstoned, r.api_calls,
-                 r.api_credits, error))
+                 r.high_water, r.records_read, r.inserted, r.updated, r.tombstoned, r.quarantined,
+                 r.api_calls, r.api_credits, error))

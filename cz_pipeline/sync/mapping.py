@@ -27,9 +27,15 @@ def text_expr(field: str, alias: str = "p") -> str:
             f"WHEN 'array' THEN {j}->>0 ELSE {j} #>> '{{}}' END), '')")
 
 
+SAFE_CASTS = ("date", "timestamptz", "numeric", "boolean")
+
+
 def typed(expr: str, sql_type: str) -> str:
-    """A text expression cast to a type, NULL when the value does not parse (never an error)."""
-    return f"(CASE WHEN pg_input_is_valid({expr}, '{sql_type}') THEN ({expr})::{sql_type} END)"
+    """A text expression cast to a type, NULL when the value does not parse (never an error).
+    The `sync.try_<type>` functions are inlined by the planner and work on PostgreSQL 14-18."""
+    if sql_type not in SAFE_CASTS:
+        raise ValueError(f"no safe cast to {sql_type!r}")
+    return f"sync.try_{sql_type}({expr})"
 
 
 def _ts(field: str) -> str:
@@ -39,6 +45,8 @@ def _ts(field: str) -> str:
 def _date(field: str) -> str:
     return typed(f"left(p->>'{field}', 10)", "date")
 
+
+_CLOSE_COMPLETE = typed("(p->>'is_complete')", "boolean")
 
 CLOSE = {
     "accounts": {"name": "COALESCE(p->>'display_name', p->>'name')", "owner_crm_user_id": "NULL::text",
@@ -59,8 +67,8 @@ CLOSE = {
     "tasks": {"account_crm_id": "p->>'lead_id'", "deal_crm_id": "NULL::text", "contact_crm_id": "p->>'contact_id'",
               "assigned_crm_user_id": "p->>'assigned_to'", "subject": "p->>'text'",
               "due_date": f"COALESCE({_date('due_date')}, {_date('date')})",
-              "is_complete": "COALESCE((p->>'is_complete')::boolean, false)",
-              "completed_at": f"CASE WHEN (p->>'is_complete')::boolean THEN {_ts('date_updated')} END"},
+              "is_complete": f"COALESCE({_CLOSE_COMPLETE}, false)",
+              "completed_at": f"CASE WHEN {_CLOSE_COMPLETE} THEN {_ts('date_updated')} END"},
     "users": {"email": "p->>'email'", "first_name": "p->>'first_name'", "last_name": "p->>'last_name'",
               "is_active": "true"},
 }

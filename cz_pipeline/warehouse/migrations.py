@@ -295,13 +295,58 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         PRIMARY KEY (tenant_id, system, grant_key)
     );
     """),
+    (8, "robustness: safe casts for every supported PostgreSQL version", r"""
+    -- Casts from payload text to typed columns that yield NULL instead of an error, on
+    -- PostgreSQL 14-18 alike (pg_input_is_valid exists only from 16). Plain SQL functions,
+    -- IMMUTABLE and single-expression, so the planner inlines them; CASE keeps the guarded cast
+    -- from being evaluated before its guard.
+    CREATE OR REPLACE FUNCTION sync.try_date(v text) RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+      SELECT CASE WHEN v ~ '^([1-9][0-9]{3}|0[0-9]{2}[1-9]|0[0-9][1-9]0|[0-9][1-9]00)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$'
+        THEN CASE WHEN substr(v, 9, 2)::int <= extract(day FROM make_date(substr(v, 1, 4)::int, substr(v, 6, 2)::int, 1)
+                                                       + interval '1 month - 1 day')
+                  THEN v::date END END
+    $$;
+    CREATE OR REPLACE FUNCTION sync.try_timestamptz(v text) RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE AS $$
+      SELECT CASE WHEN v ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?)?(Z|[+-](0[0-9]|1[0-5])(:?[0-5][0-9])?)?$'
+        -- years 2-9998 only: a value at the edge of year 1 or 9999 leaves the range clients can
+        -- represent once normalised to UTC
+        THEN CASE WHEN left(v, 4) BETWEEN '0002' AND '9998' AND sync.try_date(left(v, 10)) IS NOT NULL
+                  THEN v::timestamptz END END
+    $$;
+    CREATE OR REPLACE FUNCTION sync.try_numeric(v text) RETURNS numeric LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+      SELECT CASE WHEN v ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?\s*$' THEN v::numeric END
+    $$;
+    CREATE OR REPLACE FUNCTION sync.try_boolean(v text) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+      SELECT CASE WHEN lower(btrim(v)) IN ('true', 't', 'yes', 'y', 'on', '1') THEN true
+                  WHEN lower(btrim(v)) IN ('false', 'f', 'no', 'n', 'off', '0') THEN false END
+    $$;
+    """),
 ]
 
 
+MIN_SERVER_VERSION = 140000  # the oldest PostgreSQL still maintained upstream
+
+
+class UnsupportedServerError(RuntimeError):
+    """The warehouse server is older than the oldest supported PostgreSQL."""
+
+
+def check_server_version(conn: sa.Connection) -> int:
+    version = int(conn.execute(sa.text("SHOW server_version_num")).scalar())
+    if version < MIN_SERVER_VERSION:
+        raise UnsupportedServerError(
+            f"the warehouse runs PostgreSQL {version // 10000}.{version % 10000}; cz_pipeline needs "
+            f"PostgreSQL {MIN_SERVER_VERSION // 10000} or newer")
+    return version
+
+
 def migrate(engine: sa.Engine) -> list[int]:
-    """Apply pending migrations; return the versions applied (empty when up to date)."""
+    """Apply pending migrations; return the versions applied (empty when up to date). Refuses a
+    server older than the oldest supported PostgreSQL with a clear error."""
     applied_now: list[int] = []
     with engine.connect() as conn:  # one session: the advisory lock belongs to it
+        check_server_version(conn)
+        conn.commit()
         conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
         conn.commit()
         try:

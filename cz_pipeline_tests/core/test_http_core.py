@@ -87,3 +87,71 @@ def test_the_close_ratelimit_header_is_read_whatever_the_order_of_its_keys():
     http, slept = client()
     http.get_json("lead/")
     assert slept[0] == 4.0
+
+
+@responses.activate
+def test_html_page_and_truncated_body_with_status_200_are_retried_like_5xx():
+    responses.get(f"{BASE}/lead/", body="<html><body>Bad gateway</body></html>", status=200,
+                  content_type="text/html")
+    responses.get(f"{BASE}/lead/", body='{"data": [{"id": "lead_1"', status=200, content_type="application/json")
+    responses.get(f"{BASE}/lead/", json={"data": [{"id": "lead_1"}], "has_more": False})
+    http, slept = client()
+    assert http.get_json("lead/") == {"data": [{"id": "lead_1"}], "has_more": False}
+    assert http.calls == 3 and len(slept) == 2
+
+
+@responses.activate
+def test_non_json_answers_after_every_retry_fail_naming_system_method_and_path():
+    responses.get(f"{BASE}/lead/", body="not json at all", status=200, content_type="text/plain")
+    http, _ = client()
+    with pytest.raises(ApiError) as err:
+        http.get_json("lead/", params={"api_key": "hidden"})
+    message = str(err.value)
+    assert message.startswith("close: GET /v1/lead/ failed with HTTP 200: the answer was not valid JSON after 4 attempts")
+    assert "Expecting value" not in message and "hidden" not in message
+
+
+@responses.activate
+def test_deeply_nested_json_page_still_parses():
+    deep = "[" * 1500 + "]" * 1500
+    responses.get(f"{BASE}/lead/", body='{"data": [{"id": "a", "x": ' + deep + '}, {"id": "b"}]}', status=200,
+                  content_type="application/json")
+    http, _ = client()
+    body = http.get_json("lead/")
+    assert [r["id"] for r in body["data"]] == ["a", "b"]
+
+
+@responses.activate
+def test_credential_echoed_in_an_error_body_is_redacted():
+    import requests
+
+    class _Bearer:
+        def apply(self, session: requests.Session, headers: dict[str, str]) -> None:
+            headers["Authorization"] = "Bearer sk_live_SECRET_TOKEN_123"
+
+        def refresh(self, response) -> bool:
+            return False
+
+    responses.get(f"{BASE}/me/", status=401, json={"error": "invalid token: Authorization=Bearer sk_live_SECRET_TOKEN_123"})
+    http = HttpClient("zoho_crm", BASE, auth=_Bearer(), policy=RetryPolicy(max_attempts=2), sleep=lambda _: None)
+    with pytest.raises(AuthError) as err:
+        http.get_json("me/")
+    assert "sk_live_SECRET_TOKEN_123" not in str(err.value) and "***" in str(err.value)
+
+
+@responses.activate
+def test_basic_api_key_echoed_in_a_400_body_is_redacted():
+    import requests
+
+    class _Basic:
+        def apply(self, session: requests.Session, headers: dict[str, str]) -> None:
+            session.auth = ("api_KEY_0123456789", "")
+
+        def refresh(self, response) -> bool:
+            return False
+
+    responses.get(f"{BASE}/lead/", status=400, json={"error": "bad request for key api_KEY_0123456789"})
+    http = HttpClient("close", BASE, auth=_Basic(), policy=RetryPolicy(max_attempts=2), sleep=lambda _: None)
+    with pytest.raises(ApiError) as err:
+        http.get_json("lead/")
+    assert "api_KEY_0123456789" not in str(err.value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 import sqlalchemy as sa
 
 from cz_pipeline.warehouse.embedded import ensure_database
@@ -46,3 +48,25 @@ def test_an_older_schema_is_upgraded_in_place(warehouse_url):
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def test_server_older_than_postgres_14_is_refused_with_a_clear_error(monkeypatch):
+    from cz_pipeline.warehouse import migrations
+
+    class _Conn:
+        def execute(self, *_a, **_k):
+            class _R:
+                @staticmethod
+                def scalar():
+                    return "130011"
+            return _R()
+
+    with pytest.raises(migrations.UnsupportedServerError, match=r"PostgreSQL 13\.11; cz_pipeline needs PostgreSQL 14"):
+        migrations.check_server_version(_Conn())
+
+
+def test_supported_server_version_is_accepted(engine):
+    from cz_pipeline.warehouse import migrations
+
+    with engine.connect() as conn:
+        assert migrations.check_server_version(conn) >= migrations.MIN_SERVER_VERSION

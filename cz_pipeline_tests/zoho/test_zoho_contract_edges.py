@@ -339,5 +339,6 @@ def test_refresh_token_refused_with_an_oauth_style_400_is_an_auth_error(rsps):
 
 def test_a_200_that_is_not_json_fails_clearly(rsps):
     Stub(rsps, lambda *a: (200, "<html>maintenance</html>"))
-    with pytest.raises(ApiError, match="not a JSON object"):
+    # An HTML page with status 200 is retried like a 5xx, then fails naming the request.
+    with pytest.raises(ApiError, match=r"GET .*users.*not valid JSON"):
         list(stub_connector().stream("users", None))

@@ -58,7 +58,7 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
             raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
         raise
     context.log.info(f"{tenant_id} {entity}: {result.mode} ({result.reason}); read {result.records_read}, "
-                     f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, "
+                     f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, quarantined {result.quarantined}, "
                      f"{result.api_calls} API calls")
     metadata = {k: v for k, v in result.as_metadata().items() if v is not None and k != "tenant_id"}
     metadata["preview"] = dg.MetadataValue.md(raw_preview(engine, entity, tenant_id))
