@@ -170,11 +170,15 @@ def test_deals_and_tasks_of_a_lead_that_lost_its_account_id_fail_the_reference_c
     # the checks that read the account candidates are skipped in that run.)
     runner = quality_tenant({"account_external_id_present": 1.0})
     runner.run("full_sync", tenant_id)
-    synced = {lead["id"] for lead in close_app.dump("lead") if lead["status_label"] in ("Customer", "Trial")}
+    synced_leads = [lead for lead in close_app.dump("lead") if lead["status_label"] in ("Customer", "Trial")]
+    synced = {lead["id"] for lead in synced_leads}
     deals = [o for o in close_app.dump("opportunity") if o["lead_id"] in synced]
     tasks = [t for t in close_app.dump("task") if t["lead_id"] in synced]
-    lead = next(lid for lid in synced
-                if any(o["lead_id"] == lid for o in deals) and any(t["lead_id"] == lid for t in tasks))
+    # Not a parent: its children's parent references would dangle and fail a leads check first.
+    parents = {lead.get(CF["parent_account_id"]) for lead in synced_leads}
+    lead = next(lead["id"] for lead in synced_leads
+                if lead[CF["account_id"]] not in parents
+                and any(o["lead_id"] == lead["id"] for o in deals) and any(t["lead_id"] == lead["id"] for t in tasks))
     set_lead(close_control, lead, **{CF["account_id"]: None})
 
     result = runner.run("routine_sync", tenant_id, raise_on_error=False)
