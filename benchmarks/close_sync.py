@@ -15,10 +15,10 @@ import time
 import tracemalloc
 import uuid
 
-from cz_pipeline.connectors.close import CloseConnector
+from cz_pipeline.sources.close.connector import CloseConnector
 from cz_pipeline.sandbox.close import CloseSandbox
 from cz_pipeline.sandbox.server import RunningSandbox
-from cz_pipeline.sync.engine import sync_entity
+from cz_pipeline.ingest.engine import sync_entity
 from cz_pipeline.warehouse.embedded import get_engine
 from cz_pipeline.warehouse.migrations import migrate
 

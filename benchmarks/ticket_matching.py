@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 
-from cz_pipeline.sync.tickets import publish_tickets
+from cz_pipeline.model.tickets import publish_tickets
 from cz_pipeline.warehouse.embedded import get_engine
 from cz_pipeline.warehouse.migrations import migrate
 

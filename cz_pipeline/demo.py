@@ -72,7 +72,7 @@ def main() -> int:
     from .definitions import defs
     from .defs.resources import TENANT_TAG
     from .settings import tenants_file
-    from .tenants import load_tenants
+    from cz_pipeline.config.tenants import load_tenants
     from .warehouse.embedded import get_engine
 
     tenants = load_tenants(tenants_file())

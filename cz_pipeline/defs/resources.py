@@ -9,7 +9,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from ..settings import tenants_file
-from ..tenants import TenantConfig, load_tenants
+from cz_pipeline.config.tenants import TenantConfig, load_tenants
 from ..warehouse.embedded import get_engine
 from ..warehouse.migrations import migrate
 

@@ -257,7 +257,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     """),
     # Next versions, one per concern (append in order; never edit a released one):
     (4, "data quality: check results (cross-run gate)", """
-    -- One row per evaluation of a data-quality check (sync/quality.py). The latest row per tenant
+    -- One row per evaluation of a data-quality check (quality/checks.py). The latest row per tenant
     -- and blocking check gates the cs tables across runs: a cs asset refuses to publish while
     -- the latest evaluation of a blocking check on its upstream failed.
     CREATE TABLE sync.check_results (

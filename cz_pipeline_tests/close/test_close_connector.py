@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cz_pipeline.connectors.close import CloseConnector
-from cz_pipeline.connectors.http import parse_timestamp
+from cz_pipeline.sources.close.connector import CloseConnector
+from cz_pipeline.core.http import parse_timestamp
 from cz_pipeline.sandbox.close import CloseSandbox
 from cz_pipeline.sandbox.server import RunningSandbox
 from cz_pipeline_tests.conftest import CF, CLOSE_KEY

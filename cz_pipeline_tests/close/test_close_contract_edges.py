@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from cz_pipeline.connectors.close import CloseConnector
-from cz_pipeline.connectors.http import ApiError, RetryPolicy
+from cz_pipeline.sources.close.connector import CloseConnector
+from cz_pipeline.core.http import ApiError, RetryPolicy
 from cz_pipeline.sandbox.close import CloseSandbox
 from cz_pipeline.sandbox.control import SandboxControl
 from cz_pipeline.sandbox.server import RunningSandbox

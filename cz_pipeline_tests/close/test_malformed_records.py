@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from cz_pipeline.connectors.http import HttpClient, record_from
-from cz_pipeline.sync.engine import sync_entity
+from cz_pipeline.core.http import HttpClient, record_from
+from cz_pipeline.ingest.engine import sync_entity
 from cz_pipeline_tests.conftest import CF, rows, scalar
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 import responses
 
-from cz_pipeline.connectors.http import ApiError, AuthError, HttpClient, RetryPolicy, parse_timestamp
+from cz_pipeline.core.http import ApiError, AuthError, HttpClient, RetryPolicy, parse_timestamp
 
 BASE = "https://api.example.test/v1"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from cz_pipeline.sync.mapping import typed
+from cz_pipeline.model.mapping import typed
 
 CASES = {
     "date": ["2024-02-29", "2023-02-29", "2024-04-31", "2024-12-31", "0001-01-01", "0000-01-01", "2024-13-01",
@@ -45,7 +45,7 @@ def test_safe_cast_never_raises_and_matches_postgres_parser(engine, sql_type):
 
 
 def test_is_complete_that_is_not_a_boolean_is_treated_as_open(engine):
-    from cz_pipeline.sync.mapping import CLOSE
+    from cz_pipeline.model.mapping import CLOSE
 
     expr = CLOSE["tasks"]["is_complete"]
     with engine.connect() as conn:

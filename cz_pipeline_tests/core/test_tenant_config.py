@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from cz_pipeline.tenants import DEFAULT_FULL_SYNC_CRON, ConfigError, Secret, load_tenants, parse_tenants
+from cz_pipeline.config.tenants import DEFAULT_FULL_SYNC_CRON, ConfigError, Secret, load_tenants, parse_tenants
 
 GOOD = {"tenants": {"acme": {"crm": {
     "system": "close",

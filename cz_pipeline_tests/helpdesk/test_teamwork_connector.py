@@ -12,11 +12,11 @@ from datetime import timedelta
 import pytest
 import responses
 
-from cz_pipeline.connectors.teamwork_desk import TeamworkDeskConnector, desk_timestamp
+from cz_pipeline.sources.teamwork_desk.connector import TeamworkDeskConnector, desk_timestamp
 from cz_pipeline.sandbox.control import SandboxControl
 from cz_pipeline.sandbox.server import RunningSandbox
 from cz_pipeline.sandbox.teamwork_desk import TeamworkDeskSandbox
-from cz_pipeline.sync.tickets import site_url, ticket_url
+from cz_pipeline.model.tickets import site_url, ticket_url
 from cz_pipeline_tests.helpdesk.desk_helpers import DESK_KEY
 
 

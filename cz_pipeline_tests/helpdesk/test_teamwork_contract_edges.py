@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import responses
 
-from cz_pipeline.connectors.http import ApiError, RetryPolicy
-from cz_pipeline.connectors.teamwork_desk import MIN_WAIT, TeamworkDeskConnector, UnexpectedShape
+from cz_pipeline.core.http import ApiError, RetryPolicy
+from cz_pipeline.sources.teamwork_desk.connector import MIN_WAIT, TeamworkDeskConnector, UnexpectedShape
 
 BASE = "https://acme.teamwork.com/desk/api/v2"
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from cz_pipeline.sandbox.teamwork_desk import UNKNOWN_EMAILS
-from cz_pipeline.sync.tickets import WHY_SQL
+from cz_pipeline.model.tickets import WHY_SQL
 from cz_pipeline_tests.conftest import CF, rows, scalar
 
 from cz_pipeline_tests.helpdesk.desk_helpers import synced_contacts, unsynced_contacts

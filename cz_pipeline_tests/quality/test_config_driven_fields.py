@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from cz_pipeline.tenants import ConfigError, parse_tenants
+from cz_pipeline.config.tenants import ConfigError, parse_tenants
 from cz_pipeline_tests.conftest import CF, close_crm_config, rows
 from cz_pipeline_tests.quality.conftest import new_account, new_deal
 

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from cz_pipeline.sources.salesforce import (SALESFORCE, ApiBudgetExhausted, DailyApiLimitReached,
                                             ReauthorizationRequired, SalesforceConnector)
 from cz_pipeline.sources.salesforce.token_store import WarehouseTokenStore
-from cz_pipeline.sync.engine import sync_entity
+from cz_pipeline.ingest.engine import sync_entity
 
 SF_SECRETS = {"client_id": "sf_client", "client_secret": "sf_secret", "refresh_token": "sf_refresh"}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cz_pipeline.connectors.zoho_crm import clear_token_cache
+from cz_pipeline.sources.zoho_crm.connector import clear_token_cache
 from cz_pipeline.sandbox.control import SandboxControl
 from cz_pipeline.sandbox.server import RunningSandbox
 from cz_pipeline.sandbox.zoho_crm import ZohoSandbox

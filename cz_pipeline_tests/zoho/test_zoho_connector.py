@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from cz_pipeline.connectors.http import ApiError, AuthError, RetryPolicy
-from cz_pipeline.connectors.zoho_crm import MAX_FIELDS, ZohoCrmConnector
+from cz_pipeline.core.http import ApiError, AuthError, RetryPolicy
+from cz_pipeline.sources.zoho_crm.connector import MAX_FIELDS, ZohoCrmConnector
 from cz_pipeline_tests.zoho.conftest import ZOHO_SECRETS
 
 

@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import responses
 
-from cz_pipeline.connectors.http import ApiError, AuthError, RetryPolicy
-from cz_pipeline.connectors.zoho_crm import ZohoCrmConnector, clear_token_cache
+from cz_pipeline.core.http import ApiError, AuthError, RetryPolicy
+from cz_pipeline.sources.zoho_crm.connector import ZohoCrmConnector, clear_token_cache
 from cz_pipeline.sandbox.zoho_crm import ZohoSandbox
 from cz_pipeline_tests.conftest import SyncRunner, rows
 from cz_pipeline_tests.zoho.conftest import ZOHO_SECRETS, zoho_crm_config

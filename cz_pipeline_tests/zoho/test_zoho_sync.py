@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from cz_pipeline.sandbox.zoho_crm import MODULES, ZohoSandbox
-from cz_pipeline.tenants import DEFAULT_FULL_SYNC_CRON, load_tenants
+from cz_pipeline.config.tenants import DEFAULT_FULL_SYNC_CRON, load_tenants
 from cz_pipeline_tests.conftest import SyncRunner, close_crm_config, rows, scalar
 from cz_pipeline_tests.zoho.conftest import SYNC_FILTER, ZOHO_SECRETS, zoho_crm_config
 

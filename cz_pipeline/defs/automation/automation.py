@@ -38,7 +38,7 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG
 from dagster._time import get_current_datetime  # Dagster's clock (the one its run storage stamps runs with)
 from dagster._utils.schedules import get_latest_completed_cron_tick
 
-from ...tenants import TenantConfig, load_tenants
+from cz_pipeline.config.tenants import TenantConfig, load_tenants
 from ..resources import TENANT_TAG, TenantsResource
 from .health import build_failure_sensor, build_sync_health_check
 

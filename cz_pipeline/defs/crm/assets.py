@@ -5,10 +5,10 @@ each lands its connector's pages in `raw.<entity>` through the sync engine."""
 import dagster as dg
 import sqlalchemy as sa
 
-from ...connectors import ApiError, AuthError, build_crm_connector
-from ...sync.engine import sync_entity
-from ...sync.fields import check_configured_fields
-from ...tenants import ConfigError, MissingSecretError
+from cz_pipeline.sources import ApiError, AuthError, build_crm_connector
+from cz_pipeline.ingest.engine import sync_entity
+from cz_pipeline.ingest.preflight import check_configured_fields
+from cz_pipeline.config.tenants import ConfigError, MissingSecretError
 from ..resources import TenantsResource, WarehouseResource, markdown_table, sync_mode
 
 CRM_ENTITIES = {

@@ -10,10 +10,10 @@ evaluation of such a check failed, so analysts keep the last good rows either wa
 import dagster as dg
 import sqlalchemy as sa
 
-from ...sync import quality
-from ...sync.derive import publish
-from ...sync.hierarchy import publish_hierarchy
-from ...tenants import TenantConfig
+from cz_pipeline.quality import checks as quality
+from cz_pipeline.model.derive import publish
+from cz_pipeline.model.hierarchy import publish_hierarchy
+from cz_pipeline.config.tenants import TenantConfig
 from ..resources import TenantsResource, WarehouseResource, markdown_table, sync_mode
 
 PREVIEW_COLUMNS = {

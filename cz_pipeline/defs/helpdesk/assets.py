@@ -7,8 +7,8 @@ contacts re-matches the tickets in the same run without reading them from the AP
 import dagster as dg
 import sqlalchemy as sa
 
-from ...connectors import build_helpdesk_connector
-from ...sync.tickets import publish_tickets
+from cz_pipeline.sources import build_helpdesk_connector
+from cz_pipeline.model.tickets import publish_tickets
 from ..crm.assets import connector_or_fail, run_sync
 from ..cs.assets import enforce_gate
 from ..resources import TenantsResource, WarehouseResource, markdown_table

@@ -1,4 +1,4 @@
-"""Data-quality asset checks (Great Expectations, run in Postgres by `sync/quality.py`).
+"""Data-quality asset checks (Great Expectations, run in Postgres by `cz_pipeline.quality`).
 
 Where the checks attach, and why the gate holds:
 - The blocking checks validate the *staged candidates* — what `cs` would become — so they attach
@@ -23,7 +23,7 @@ import warnings
 
 import dagster as dg
 
-from ...sync import quality
+from cz_pipeline.quality import checks as quality
 from ..resources import TenantsResource, WarehouseResource, markdown_table
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import requests
 
-from cz_pipeline.connectors.http import ApiError, AuthError, AuthStrategy, HttpClient, RetryPolicy
+from cz_pipeline.core.http import ApiError, AuthError, AuthStrategy, HttpClient, RetryPolicy
 
 SYSTEM = "salesforce"
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"

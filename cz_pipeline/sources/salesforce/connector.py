@@ -22,7 +22,7 @@ from urllib.parse import quote_plus
 
 import requests
 
-from cz_pipeline.connectors.http import ApiError, HttpClient, Page, Record, RetryPolicy, parse_timestamp
+from cz_pipeline.core.http import ApiError, HttpClient, Page, Record, RetryPolicy, parse_timestamp
 
 from .auth import SalesforceOAuth, TokenStore, _error_code
 from .limits import DEFAULT_MAX_SHARE, ApiBudget, DailyApiLimitReached

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-from cz_pipeline.connectors.http import ApiError
+from cz_pipeline.core.http import ApiError
 
 SYSTEM = "salesforce"
 DEFAULT_MAX_SHARE = 0.8

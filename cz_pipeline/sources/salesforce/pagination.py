@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cz_pipeline.connectors.http import ApiError
+from cz_pipeline.core.http import ApiError
 
 
 class NextUrlPaginator:

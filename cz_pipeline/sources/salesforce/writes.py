@@ -8,7 +8,7 @@ from typing import Any
 
 import requests
 
-from cz_pipeline.connectors.http import ApiError
+from cz_pipeline.core.http import ApiError
 
 SYSTEM = "salesforce"
 

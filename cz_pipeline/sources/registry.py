@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tenants import CrmConfig, HelpdeskConfig
-from .http import ApiError, AuthError, Record, RetryPolicy
+from cz_pipeline.config.tenants import CrmConfig, HelpdeskConfig
+from cz_pipeline.core.http import ApiError, AuthError, Record, RetryPolicy
 
 
 def build_crm_connector(cfg: CrmConfig, policy: RetryPolicy | None = None) -> Any:
     if cfg.system == "close":
-        from .close import CloseConnector
+        from cz_pipeline.sources.close.connector import CloseConnector
 
         return CloseConnector(cfg.base_url or "", cfg.credentials["api_key"].get(), policy)
     if cfg.system == "zoho_crm":
-        from .zoho_crm import ZohoCrmConnector
+        from cz_pipeline.sources.zoho_crm.connector import ZohoCrmConnector
 
         return ZohoCrmConnector.from_config(cfg, policy)
     raise NotImplementedError(f"no connector for CRM {cfg.system!r} yet")
@@ -32,7 +32,7 @@ def build_crm_connector(cfg: CrmConfig, policy: RetryPolicy | None = None) -> An
 
 def build_helpdesk_connector(cfg: HelpdeskConfig, policy: RetryPolicy | None = None) -> Any:
     if cfg.system == "teamwork_desk":
-        from .teamwork_desk import TeamworkDeskConnector
+        from cz_pipeline.sources.teamwork_desk.connector import TeamworkDeskConnector
 
         return TeamworkDeskConnector(cfg.base_url, cfg.credentials["api_key"].get(), policy)
     raise NotImplementedError(f"no connector for helpdesk {cfg.system!r}")

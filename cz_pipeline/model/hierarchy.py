@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..tenants import TenantConfig
-from .mapping import canonical
+from cz_pipeline.config.tenants import TenantConfig
+from cz_pipeline.model.mapping import canonical
 
 ENTITY = "account_hierarchy"  # sync.quarantine entity
 REASONS = ("self_parent", "dangling_parent", "hierarchy_cycle")

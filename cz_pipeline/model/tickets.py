@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from .mapping import typed
+from cz_pipeline.model.mapping import typed
 
 WHY_SQL = """
     SELECT changed_at, match_status, reason, customer_email, contact_external_id,

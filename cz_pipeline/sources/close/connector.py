@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from .http import ApiError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, parse_timestamp, record_from
+from cz_pipeline.core.http import ApiError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, parse_timestamp, record_from
 
 LEAD_FIELDS = ["id", "name", "display_name", "status_id", "status_label", "description", "url", "html_url",
                "organization_id", "created_by", "updated_by", "date_created", "date_updated", "custom"]

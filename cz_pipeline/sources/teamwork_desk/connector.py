@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from .http import ApiError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, parse_timestamp
+from cz_pipeline.core.http import ApiError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, parse_timestamp
 
 log = logging.getLogger(__name__)
 

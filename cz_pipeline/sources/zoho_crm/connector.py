@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..tenants import CrmConfig, Secret
-from .http import ApiError, AuthError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, _error_text, parse_timestamp
+from cz_pipeline.config.tenants import CrmConfig, Secret
+from cz_pipeline.core.http import ApiError, AuthError, AuthStrategy, HttpClient, Page, Record, RetryPolicy, _error_text, parse_timestamp
 
 log = logging.getLogger(__name__)
 

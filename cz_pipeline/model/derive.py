@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..tenants import CrmConfig, Definition, FilterCondition, TenantConfig
-from .mapping import ACCOUNT_CORE, CONTACT_CORE, canonical, custom_fields_expr, text_expr, typed
+from cz_pipeline.config.tenants import CrmConfig, Definition, FilterCondition, TenantConfig
+from cz_pipeline.model.mapping import ACCOUNT_CORE, CONTACT_CORE, canonical, custom_fields_expr, text_expr, typed
 
 DEAL_COLUMNS = {"name": "text", "status_label": "text", "status_type": "text", "amount": "numeric",
                 "currency": "text", "start_date": "date", "end_date": "date", "close_date": "date"}

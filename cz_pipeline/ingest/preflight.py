@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tenants import ConfigError, TenantConfig
+from cz_pipeline.config.tenants import ConfigError, TenantConfig
 
 
 def configured_fields(tenant: TenantConfig, entity: str) -> dict[str, str]:

@@ -47,10 +47,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..tenants import TenantConfig
-from .derive import EMAIL_RE, _Params, accounts_candidates, contacts_candidates
-from .hierarchy import hierarchy_sql, nodes_sql
-from .mapping import canonical
+from cz_pipeline.config.tenants import TenantConfig
+from cz_pipeline.model.derive import EMAIL_RE, _Params, accounts_candidates, contacts_candidates
+from cz_pipeline.model.hierarchy import hierarchy_sql, nodes_sql
+from cz_pipeline.model.mapping import canonical
 
 ERROR, WARN = "ERROR", "WARN"
 SAMPLE_SIZE = 10

@@ -8,7 +8,7 @@ dots), so inlining them as SQL string literals is safe.
 
 from __future__ import annotations
 
-from ..tenants import CrmConfig, FieldSpec
+from cz_pipeline.config.tenants import CrmConfig, FieldSpec
 
 
 def json_expr(field: str, alias: str = "p") -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..connectors.http import Page, Record
+from cz_pipeline.core.http import Page, Record
 from ..warehouse.migrations import RAW_ENTITIES
 
 

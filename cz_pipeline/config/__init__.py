@@ -1,0 +1,1 @@
+"""Tenant configuration: the tenants file parsed into typed, validated objects."""

@@ -1,0 +1,1 @@
+"""Products built on the synced data: win-loss imports (Salesforce) and sales incentives (Close)."""

@@ -1,0 +1,1 @@
+"""Sales incentives: participants, per-rep daily activity and the pipeline by status."""

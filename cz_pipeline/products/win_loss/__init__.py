@@ -1,0 +1,1 @@
+"""Win-loss: rule-based imports of closed opportunities with their participants."""

@@ -1,0 +1,1 @@
+"""Data-quality checks that gate the cs tables: specs, candidate SQL, Great Expectations runtime."""

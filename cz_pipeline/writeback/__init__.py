@@ -1,0 +1,1 @@
+"""Write-back: editable fields, pushed attributes and tasks from the application to the CRM."""
