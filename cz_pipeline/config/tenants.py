@@ -1,4 +1,4 @@
-"""Tenant configuration (design section 3): one YAML file, path from `CZ_TENANTS_FILE`.
+"""Tenant configuration: one YAML file, path from `CZ_TENANTS_FILE`.
 
 Everything is validated at load time and every error names the tenant and the key. Secrets are
 only ever referenced as `{env: NAME}` and resolved when a connector needs them; their values are
@@ -17,29 +17,19 @@ from typing import Any
 
 import yaml
 
+from cz_pipeline.sources.registry import SOURCES, systems
+
 TENANT_ID_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 # A source field: `status_label`, `custom.cf_xxx`, `Parent_Account.id`, `Start_Date__c`.
 FIELD_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z0-9_$]+)*$")
 CONFIG_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-CRM_SYSTEMS = ("close", "zoho_crm", "salesforce")
-HELPDESK_SYSTEMS = ("teamwork_desk",)
 FILTER_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "not_exists")
 AGGREGATES = ("max", "min", "sum", "count")
 DEFINITION_SOURCES = ("deals",)
-DEFAULT_FULL_SYNC_CRON = {"close": "0 2 * * 6,0", "zoho_crm": "0 2 * * *", "salesforce": "0 2 * * *"}
-CREDENTIAL_KEYS = {
-    "close": ({"api_key"}, set()),
-    "zoho_crm": ({"client_id", "client_secret", "refresh_token"}, {"accounts_url", "api_domain"}),
-    "salesforce": ({"client_id", "client_secret", "refresh_token"}, {"login_url"}),
-    "teamwork_desk": ({"api_key"}, set()),
-}
-# Keys of credentials that are endpoints, not secrets: they may be written literally.
-NON_SECRET_CREDENTIALS = {"accounts_url", "api_domain", "login_url"}
-DEFAULT_BASE_URLS = {
-    "close": "https://api.close.com/api/v1",
-    "zoho_crm": "https://www.zohoapis.com",
-    "salesforce": None,
-}
+# Per-system facts come from the source registry: which systems exist, their credentials, defaults.
+CRM_SYSTEMS = systems("crm")
+HELPDESK_SYSTEMS = systems("helpdesk")
+DEFAULT_FULL_SYNC_CRON = {name: SOURCES[name].default_full_sync_cron for name in CRM_SYSTEMS}
 
 
 class ConfigError(ValueError):
@@ -240,8 +230,8 @@ def _timezone(ctx: _Ctx, raw: Any) -> str:
 
 
 def _credentials(ctx: _Ctx, raw: Any, system: str) -> dict[str, Any]:
-    required, optional = CREDENTIAL_KEYS[system]
-    raw = _mapping(ctx, raw, required, optional)
+    spec = SOURCES[system]
+    raw = _mapping(ctx, raw, set(spec.secret_credentials), set(spec.endpoint_credentials))
     out: dict[str, Any] = {}
     for key, value in raw.items():
         kctx = ctx.at(key)
@@ -250,7 +240,7 @@ def _credentials(ctx: _Ctx, raw: Any, system: str) -> dict[str, Any]:
             if not isinstance(env, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
                 raise kctx.at("env").error("expected an environment variable name")
             out[key] = Secret(env)
-        elif key in NON_SECRET_CREDENTIALS:
+        elif key in spec.endpoint_credentials:
             out[key] = _str(kctx, value)
         else:
             # Never echo the value: it may be a pasted secret.
@@ -320,8 +310,10 @@ def _crm(ctx: _Ctx, raw: Any) -> CrmConfig:
     system = raw["system"]
     if system not in CRM_SYSTEMS:
         raise ctx.at("system").error(f"unknown CRM {system!r} (allowed: {', '.join(CRM_SYSTEMS)})")
-    if raw.get("parent_external_id") and system != "close":
-        raise ctx.at("parent_external_id").error(f"{system} has native parent accounts; this key is for Close only")
+    if raw.get("parent_external_id") and SOURCES[system].native_parents:
+        raise ctx.at("parent_external_id").error(
+            f"{system} has native parent accounts; this key is for CRMs without them "
+            f"({', '.join(n for n in CRM_SYSTEMS if not SOURCES[n].native_parents)})")
     users = _mapping(ctx.at("users"), raw.get("users") or {}, set(), {"filter_field", "access_field"})
     tasks = _mapping(ctx.at("tasks"), raw.get("tasks") or {}, set(), {"bidirectional"})
     deal_fields_raw = raw.get("deal_fields") or {}
@@ -341,7 +333,7 @@ def _crm(ctx: _Ctx, raw: Any) -> CrmConfig:
     sync_filter = raw.get("sync_filter") or []
     if not isinstance(sync_filter, list):
         raise ctx.at("sync_filter").error("expected a list of conditions")
-    base_url = raw.get("base_url") or DEFAULT_BASE_URLS[system]
+    base_url = raw.get("base_url") or SOURCES[system].default_base_url
     return CrmConfig(
         system=system,
         base_url=_str(ctx.at("base_url"), base_url) if base_url else None,

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cz_pipeline.core.http import Page, Record
+from cz_pipeline.sources.spec import Connector
 from ..warehouse.migrations import RAW_ENTITIES
 
 
@@ -162,7 +163,7 @@ def choose_mode(requested: str, cursor: dict[str, Any] | None, fingerprint: str)
     return "routine", "records changed since the cursor"
 
 
-def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity: str, connector: Any,
+def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity: str, connector: Connector,
                 requested_mode: str = "routine", fingerprint: str = "", overlap_seconds: int = 300,
                 settle_lag_seconds: int = 60, dagster_run_id: str | None = None,
                 preflight: Callable[[], None] | None = None) -> EntitySyncResult:
@@ -275,12 +276,12 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         raw_conn.close()
 
 
-def _redacted(connector: Any, text: str) -> str:
+def _redacted(connector: Connector, text: str) -> str:
     redact = getattr(getattr(connector, "http", None), "redact", None)
     return redact(text) if redact else text
 
 
-def _count_calls(result: EntitySyncResult, connector: Any, calls_before: int, credits_before: int | None) -> None:
+def _count_calls(result: EntitySyncResult, connector: Connector, calls_before: int, credits_before: int | None) -> None:
     result.api_calls = connector.http.calls - calls_before
     if credits_before is not None:
         result.api_credits = connector.http.credits - credits_before

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cz_pipeline.config.tenants import ConfigError, TenantConfig
+from cz_pipeline.sources.spec import CrmConnector
 
 
 def configured_fields(tenant: TenantConfig, entity: str) -> dict[str, str]:
@@ -28,7 +27,7 @@ def configured_fields(tenant: TenantConfig, entity: str) -> dict[str, str]:
     return out
 
 
-def check_configured_fields(tenant: TenantConfig, entity: str, connector: Any) -> None:
+def check_configured_fields(tenant: TenantConfig, entity: str, connector: CrmConnector) -> None:
     """Every configured field the CRM can vouch for must exist at the source (its metadata, or
     Close's custom field definitions); an unknown one is a configuration error naming the tenant,
     the key, the object and the field — before anything is read."""

@@ -45,7 +45,7 @@ def test_safe_cast_never_raises_and_matches_postgres_parser(engine, sql_type):
 
 
 def test_is_complete_that_is_not_a_boolean_is_treated_as_open(engine):
-    from cz_pipeline.model.mapping import CLOSE
+    from cz_pipeline.sources.close.mapping import CLOSE
 
     expr = CLOSE["tasks"]["is_complete"]
     with engine.connect() as conn:

@@ -85,6 +85,10 @@ class CloseConnector:
     def __init__(self, base_url: str, api_key: str, policy: RetryPolicy | None = None):
         self.http = HttpClient("close", base_url, _BasicApiKey(api_key), policy)
 
+    @classmethod
+    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None) -> "CloseConnector":
+        return cls(cfg.base_url or "", cfg.credentials["api_key"].get(), policy)
+
     # ---- discovery -----------------------------------------------------------------------
     def check(self) -> dict[str, Any]:
         return self.http.get_json("me/")

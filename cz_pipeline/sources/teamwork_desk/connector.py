@@ -178,6 +178,10 @@ class TeamworkDeskConnector:
         self._lookups_refused = 0
         self._statuses: dict[str | None, dict[str, Any]] | None = None
 
+    @classmethod
+    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None) -> "TeamworkDeskConnector":
+        return cls(cfg.base_url, cfg.credentials["api_key"].get(), policy)
+
     # ---- the engine's surface ------------------------------------------------------------
     def stream(self, entity: str, since: datetime | None) -> Iterator[Page]:
         """Pages of tickets changed at or after `since` (every ticket when None), deleted ones included."""
