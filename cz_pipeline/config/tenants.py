@@ -210,10 +210,10 @@ def _bool(ctx: _Ctx, raw: Any) -> bool:
 
 
 def _cron(ctx: _Ctx, raw: Any) -> str:
-    from dagster._utils.schedules import is_valid_cron_string
+    from cz_pipeline.dagster_private import is_valid_cron  # imports Dagster: only when a cron is given
 
     value = _str(ctx, raw)
-    if not is_valid_cron_string(value):
+    if not is_valid_cron(value):
         raise ctx.error(f"bad cron string {value!r}")
     return value
 

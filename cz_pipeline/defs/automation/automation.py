@@ -33,12 +33,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
-from dagster._core.storage.tags import PARTITION_NAME_TAG
-from dagster._time import get_current_datetime  # Dagster's clock (the one its run storage stamps runs with)
-from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from cz_pipeline.config.tenants import TenantConfig, load_tenants
+from cz_pipeline.dagster_private import NOT_FINISHED_STATUSES, PARTITION_NAME_TAG, latest_completed_cron_tick
+from cz_pipeline.dagster_private import now as dagster_now
 from ..resources import TENANT_TAG, TenantsResource
 from .health import build_failure_sensor, build_sync_health_check
 
@@ -129,7 +127,7 @@ def due_full_syncs(tenants: Mapping[str, TenantConfig], since: datetime, now: da
     """Tenant -> latest fire time of its full-sync cron (in its time zone) in (since, now]."""
     due = {}
     for tenant_id, cfg in sorted(tenants.items()):
-        fired = get_latest_completed_cron_tick(cfg.crm.full_sync_cron, now, cfg.crm.timezone)
+        fired = latest_completed_cron_tick(cfg.crm.full_sync_cron, now, cfg.crm.timezone)
         if since < fired <= now:
             due[tenant_id] = fired
     return due
@@ -171,7 +169,7 @@ def build_routine_sync_sensor(job: Any) -> dg.SensorDefinition:
                description="Requests a routine_sync run for every tenant whose routine_sync_minutes (default "
                            "15) have elapsed since its last routine sync; skips tenants with a sync in progress.")
     def routine_sync_sensor(context: dg.SensorEvaluationContext, tenants: TenantsResource):
-        now = get_current_datetime()
+        now = dagster_now()
         configs = _tenants(tenants, known, context.log)
         intervals = {t: cfg.crm.routine_sync_minutes for t, cfg in configs.items()}
         busy = busy_tenants(context.instance)
@@ -196,7 +194,7 @@ def build_full_sync_schedule(job: Any) -> dg.ScheduleDefinition:
                              "(tenant time zone; default Close weekends, Zoho/Salesforce nightly) fired since the "
                              "previous tick.")
     def full_sync_schedule(context: dg.ScheduleEvaluationContext, tenants: TenantsResource):
-        now = (context.scheduled_execution_time or get_current_datetime()).astimezone(timezone.utc)
+        now = (context.scheduled_execution_time or dagster_now()).astimezone(timezone.utc)
         configs = _tenants(tenants, known, context.log)
         due = due_full_syncs(configs, now - timedelta(minutes=FULL_SYNC_TICK_MINUTES), now)
         if not due:

@@ -19,7 +19,8 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.storage.tags import PARTITION_NAME_TAG
+
+from cz_pipeline.dagster_private import PARTITION_NAME_TAG, report_event_in_run
 
 from ..resources import WarehouseResource, markdown_table
 
@@ -151,10 +152,10 @@ def report_in_run(instance: dg.DagsterInstance, run: dg.DagsterRun, evaluation: 
     """Record the evaluation in the failed run itself: it completes the check execution the run
     planned (and skipped), so the UI links the warning to the run that failed. (A runless report
     would not do: Dagster keeps one runless execution per check and partition.)"""
-    instance.report_dagster_event(
+    report_event_in_run(
+        instance, run,
         dg.DagsterEvent(event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION.value, job_name=run.job_name,
-                        event_specific_data=evaluation, message=evaluation.description),
-        run_id=run.run_id)
+                        event_specific_data=evaluation, message=evaluation.description))
 
 
 def build_failure_sensor(jobs: dict[str, Any]) -> dg.SensorDefinition:
