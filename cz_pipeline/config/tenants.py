@@ -109,7 +109,7 @@ class CrmConfig:
 
     def fields_fingerprint(self, entity: str) -> str:
         """Fingerprint of the field configuration that shapes one entity's sync; when it changes
-        the next routine sync re-pulls that whole entity (seed: new fields are populated)."""
+        the next routine sync re-pulls that whole entity (new fields are populated on every record)."""
         shape: dict[str, Any] = {
             "leads": {"aid": self.account_external_id, "parent": self.parent_external_id,
                       "fields": [(f.name, f.source) for f in self.account_fields if f.source],

@@ -1,4 +1,4 @@
-"""Sync jobs (design section 4). Both run raw -> derived for one tenant partition in one process;
+"""Sync jobs. Both run raw -> derived for one tenant partition in one process;
 the mode travels as a run tag that the assets read."""
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class TenantsResource(dg.ConfigurableResource):
-    """The tenants file (design section 3)."""
+    """The tenants file."""
 
     tenants_file: str
 
@@ -58,7 +58,7 @@ def build_resources(tenants_path: str | None = None, warehouse_url: str | None =
 
 
 def tenant_partitions(path: str | None = None) -> dg.StaticPartitionsDefinition:
-    """One partition per tenant, on every tenant-scoped asset (design section 4)."""
+    """One partition per tenant, on every tenant-scoped asset."""
     return dg.StaticPartitionsDefinition(sorted(load_tenants(path or tenants_file())))
 
 SYNC_MODE_TAG = "cz/sync_mode"

@@ -6,11 +6,11 @@ Per call, in ONE database transaction:
 A crash anywhere rolls everything back, so a rerun lands exactly what an uninterrupted run would.
 
 Modes:
-- routine: records changed since `cursor - overlap`; nothing is removed (seed: only a full sync
+- routine: records changed since `cursor - overlap`; nothing is removed (only a full sync
   removes), except deletions the vendor reports explicitly (Zoho `/deleted`).
 - full: every record; afterwards records not seen are tombstoned (`deleted_at`), never deleted.
 - repull: every record, no removals. Chosen for a routine run when the entity has no cursor yet or
-  its field configuration changed since the last sync (seed: new fields are populated by the next
+  its field configuration changed since the last sync (new fields are populated by the next
   routine sync, which re-pulls that object).
 The cursor never advances past `start - settle_lag`, so late commits are read again next time.
 """

@@ -3,7 +3,7 @@
 Every table is published the same way (`publish`), in one transaction per table and tenant:
   candidates (one SELECT over raw) -> quarantine the rejected ones with a reason
   -> guarded upsert of the good ones (`IS DISTINCT FROM`) -> removals.
-Removals follow the seed: a full sync makes `cs` exactly the current candidates (records deleted
+Removals: a full sync makes `cs` exactly the current candidates (records deleted
 at the source or no longer meeting the sync filter leave); a routine sync only removes records
 whose raw row is tombstoned (a deletion the vendor reported explicitly).
 """

@@ -28,7 +28,7 @@ Decisions:
   `/desk/api` (`https://acme.teamwork.com/desk/api/v2` → `https://acme.teamwork.com/desk/tickets/123`).
 * `0001-01-01` timestamps (system tickets) are NULL.
 * Tenants keying contacts by email quarantine CRM contacts sharing an address (so neither is in
-  `cs.contacts`); those contacts still make the address `ambiguous` (seed: several contacts match
+  `cs.contacts`); those contacts still make the address `ambiguous` (several contacts match
   → the ticket stays unassociated), and the audit reason says they are quarantined.
 
 Audit trail: `sync.ticket_match_log` gets a row when a ticket is first published, whenever its

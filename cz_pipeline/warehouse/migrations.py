@@ -1,4 +1,4 @@
-"""Versioned warehouse DDL (design section 5). `migrate()` applies the versions a database has
+"""Versioned warehouse DDL. `migrate()` applies the versions a database has
 not seen yet, in order, each in its own transaction, under an advisory lock so concurrent
 processes (webserver, daemon, run workers, tests) cannot race. Re-running is a no-op; an older
 database is upgraded in place by the later versions. Never edit a released version: add one."""

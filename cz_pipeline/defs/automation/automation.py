@@ -1,4 +1,4 @@
-"""Sensors, schedules and checks that run the syncs unattended (design sections 2, 4 and 7).
+"""Sensors, schedules and checks that run the syncs unattended.
 
 - `routine_sync_sensor` (every 60 s): requests a `routine_sync` run for each tenant whose
   `routine_sync_minutes` have elapsed since its last routine sync, skipping tenants with a sync

@@ -1,4 +1,4 @@
-"""Sync status and health per tenant, visible in the UI (issue item 4).
+"""Sync status and health per tenant, visible in the UI.
 
 - `sync_health`: a non-blocking, WARN-severity asset check on `crm/leads`, partitioned by tenant.
   Inside every sync run it runs after the raw CRM assets and publishes the tenant's status from

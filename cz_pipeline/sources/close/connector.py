@@ -1,11 +1,11 @@
-"""Close CRM API v1 adapter (contracts section 1).
+"""Close CRM API v1 adapter.
 
 Entities: leads and contacts through the Advanced Filtering API (`POST /data/search/`) for both
 full and incremental reads, so both modes land payloads of the same shape and neither hits the
 `_skip` cap; opportunities (deals), tasks, task-completed activities and users through the list
 endpoints with `_skip`/`_limit`, deals and tasks re-anchoring on their sort field every page.
 
-Written against the contract, not our sandbox: tolerant of what the contract leaves open
+Tolerant of what the contract leaves open
 (`has_more` or `cursor` absent, `__object_type` and a nested `custom` dict on search hits, naive
 or offset timestamps, either wording of the 400 for page caps), and every walk is bounded: each
 request either moves the anchor forward or reads rows it has not seen, else it fails loudly.
@@ -142,7 +142,7 @@ class CloseConnector:
         raise ValueError(f"close: unknown entity {entity!r}")
 
     def deletions(self, entity: str, since: datetime | None) -> Iterator[list[tuple[str, datetime | None]]]:
-        """Close deletions are applied by the full-sync diff only (seed: only a full sync removes)."""
+        """Close deletions are applied by the full-sync diff only (only a full sync removes)."""
         return iter(())
 
     # ---- paging ----------------------------------------------------------------------------

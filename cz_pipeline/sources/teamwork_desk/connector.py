@@ -1,4 +1,4 @@
-"""Teamwork Desk API v2 adapter (contracts section 4): tickets with their customer email.
+"""Teamwork Desk API v2 adapter: tickets with their customer email.
 
 One entity, `tickets`, read with `GET tickets.json?filter=<json>&orderBy=updatedAt&orderMode=asc
 &pageSize=100&page=N&includes=customers,contacts,ticketstatuses`.
@@ -8,7 +8,7 @@ The adapter relies only on what the contract states, and degrades where it marks
 
 * Main read: the contract's incremental composition (`updatedAt >= since`, nothing else), so it
   does not depend on how a server treats `state`. Soft-deleted tickets are then asked for
-  explicitly with `filter={"state":{"$eq":"deleted"}}` (gotcha 5: whether the default list shows
+  explicitly with `filter={"state":{"$eq":"deleted"}}` (whether the default list shows
   them is unverified), bounded on routine reads by `deletedAt >= since` (a documented filter field),
   not `updatedAt`: whether deleting a ticket moves its `updatedAt` is not stated. They arrive as ordinary records with `state: "deleted"`;
   `deletions()` reports nothing. A server that refuses that filter (400/404/422...) or ignores it
@@ -18,14 +18,14 @@ The adapter relies only on what the contract states, and degrades where it marks
 * The customer email is not on the ticket: each record's payload is the ticket with `customer`
   replaced by the resolved customer object (its `contacts` resolved too), `status` resolved from
   `included.ticketstatuses`, and `customer_email` = `customer.email`, else the value of the
-  customer's main contact (`isMain`), else its only contact (gotcha 3). `included` may lack the
+  customer's main contact (`isMain`), else its only contact. `included` may lack the
   customer (includes ignored) → `GET customers/{id}.json` once per customer; the reference may
   embed the customer (webhook shape) → used as is; ids are compared as text; `included` as a
   JSON:API list or a map keyed by id is accepted. Statuses without a name and missing from
   `included` are looked up once in `ticketstatuses.json`; a server that rejects the
   `ticketstatuses` include with a 400 is asked again without it.
 * End of data comes from `meta.page.hasMore` or `pagination.hasMorePages` (either block; page
-  counts as a fallback), never from a short page alone (pageSize is clamped silently, gotcha 1).
+  counts as a fallback), never from a short page alone (pageSize is clamped silently).
 * Deep paging: page numbers over a result set that changes while we walk it skip or repeat rows,
   so after every page the walk re-anchors: it re-queries from page 1 with `updatedAt >=` the
   newest value seen, skipping the ids already yielded at exactly that value. Only a run of more
@@ -33,10 +33,10 @@ The adapter relies only on what the contract states, and degrades where it marks
   if the server honours both the filter and the ascending order: a page older than the bound or
   out of order switches the walk to plain page numbers from the start (filtering client-side).
   Every step either raises the bound or brings new ids; a page that repeats known ids ends it.
-* `0001-01-01` timestamps (system objects, gotcha 4) count as unknown (`updated_at` None).
+* `0001-01-01` timestamps (system objects) count as unknown (`updated_at` None).
 * A customer's email can change without the `updatedAt` of their tickets moving. An incremental
   read therefore also asks which customers changed since the window start (customers' `updatedAt`
-  is a documented filter field, but not in the fake-server checklist) and re-reads those
+  is a documented filter field, but not every server supports it) and re-reads those
   customers' tickets. This enrichment is optional: a server that refuses it (400/403/404/405/422/501)
   does not fail the sync.
 * Rate limit (120 requests/minute per key): the shared core pauses until `X-Rate-Limit-Reset`
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100  # the list endpoints clamp anything larger to 100
 INCLUDES = "customers,contacts,ticketstatuses"
 BASIC_INCLUDES = "customers,contacts"  # for a server that rejects the `ticketstatuses` include
-DELETED: dict[str, Any] = {"state": {"$eq": "deleted"}}  # the contract's own wording (gotcha 5)
+DELETED: dict[str, Any] = {"state": {"$eq": "deleted"}}  # the contract's own wording
 EPOCH_ZERO = datetime.min.replace(tzinfo=timezone.utc)  # sorts unknown (zero) timestamps first
 CUSTOMER_CHUNK = 50  # customer ids per `customer $in` query when re-reading a changed customer's tickets
 # Answers that mean "this server does not offer that" (not "try again"): an optional read is skipped.
@@ -167,7 +167,7 @@ class TeamworkDeskConnector:
     def __init__(self, base_url: str, api_key: str, policy: RetryPolicy | None = None, page_size: int = PAGE_SIZE,
                  sleep: Callable[[float], None] = time.sleep):
         # A 429 whose X-Rate-Limit-Reset is 0 or an already-past epoch second (the header's wording
-        # is ambiguous, section 4.6) would otherwise be retried at once, a dozen times in a few ms.
+        # is ambiguous) would otherwise be retried at once, a dozen times in a few ms.
         self.http = HttpClient("teamwork_desk", base_url, _Bearer(api_key), policy,
                                sleep=lambda seconds: sleep(max(seconds, MIN_WAIT)))
         self.page_size = page_size

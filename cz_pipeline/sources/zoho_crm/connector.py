@@ -1,4 +1,4 @@
-"""Zoho CRM API v8 adapter (contracts section 2). Plain Python on the shared HTTP core.
+"""Zoho CRM API v8 adapter. Plain Python on the shared HTTP core.
 
 Auth: OAuth2 refresh-token flow against the tenant's accounts server (data-centre specific), params
 in the query string; `Authorization: Zoho-oauthtoken …`; the API host is the token response's
@@ -203,7 +203,7 @@ def _second(moment: datetime) -> datetime:
 def _ims(moment: datetime) -> str:
     """`If-Modified-Since` (ISO with offset) at the whole second `moment` falls in. Airbyte adds a
     second because real Zoho filters inclusively, but the contract's verified wording is
-    "modified after" and its fake checklist makes inclusive/strict configurable: on a strict
+    "modified after", and either reading may be implemented: on a strict
     server `since + 1s` would silently skip everything changed in the second after `since`.
     Flooring is safe under both readings; what an inclusive server sends again is merged as a
     no-op, and `_records` keeps an unchanged module at one 304-or-probe credit."""
