@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from cz_pipeline.config.tenants import CrmConfig, Definition, FilterCondition, TenantConfig
 from cz_pipeline.model.mapping import ACCOUNT_CORE, CONTACT_CORE, canonical, custom_fields_expr, text_expr, typed
+from cz_pipeline.core.sql import null
 
 DEAL_COLUMNS = {"name": "text", "status_label": "text", "status_type": "text", "amount": "numeric",
                 "currency": "text", "start_date": "date", "end_date": "date", "close_date": "date"}
@@ -89,18 +90,24 @@ def sync_filter_sql(cfg: CrmConfig, params: _Params) -> str:
     return " AND ".join(parts) if parts else "true"
 
 
-def definition_sql(d: Definition, cfg: CrmConfig, params: _Params, account_alias: str = "c") -> str:
-    """A correlated aggregate over the account's deals (canonical columns in `dc`)."""
+def definition_cte(d: Definition, cfg: CrmConfig, params: _Params, name: str) -> tuple[str, str]:
+    """A definition as one aggregate over the tenant's deals grouped by account (canonical columns
+    in `dc`), to be LEFT JOINed on `<name>.account_crm_id`: linear in the number of deals, where
+    a correlated subquery per account would rescan them all for every account. Returns the CTE
+    and the expression of the value (count is 0, not NULL, for an account without deals)."""
     def column(field: str) -> tuple[str, str | None]:
         return (f"dc.{field}", DEAL_COLUMNS[field]) if field in DEAL_COLUMNS else (text_expr(field, "dc.p"), None)
 
     target, _ = column(d.field)
-    where = [f"dc.account_crm_id = {account_alias}.source_id"]
+    where = ["dc.account_crm_id IS NOT NULL"]
     for cond in d.where:
         expr, sql_type = column(cond.field)
         where.append(condition_sql(cond, expr, params, cfg, sql_type))
     agg = "count(*)" if d.aggregate == "count" else f"{d.aggregate}({target})"
-    return f"(SELECT {agg} FROM dc WHERE {' AND '.join(where)})"
+    cte = (f"{name} AS (SELECT dc.account_crm_id, {agg} AS v FROM dc "
+           f"WHERE {' AND '.join(where)} GROUP BY dc.account_crm_id)")
+    value = f"COALESCE({name}.v, 0)" if d.aggregate == "count" else f"{name}.v"
+    return cte, value
 
 
 def _deal_canon_cte(cfg: CrmConfig) -> str:
@@ -118,30 +125,35 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
     m = canonical(cfg, "accounts")
     aid = text_expr(cfg.account_external_id)
     core = {"name": m["name"], "owner_crm_user_id": m["owner_crm_user_id"],
-            "next_renewal_date": "NULL::date", "crm_url": m["crm_url"]}
+            "next_renewal_date": null("date"), "crm_url": m["crm_url"]}
+    ctes, joins, values = [], [], {}
+    for i, spec in enumerate(s for s in cfg.account_fields if s.definition):
+        cte, values[spec.name] = definition_cte(spec.definition, cfg, params, f"def{i}")
+        ctes.append(cte)
+        joins.append(f"LEFT JOIN def{i} ON def{i}.account_crm_id = c.source_id")
     for spec in cfg.account_fields:
         if spec.name in ACCOUNT_CORE:
             sql_type = ACCOUNT_CORE[spec.name]
             if spec.definition:
-                core[spec.name] = f"({definition_sql(spec.definition, cfg, params)})::{sql_type}"
+                core[spec.name] = f"({values[spec.name]})::{sql_type}"
             else:
                 expr = text_expr(spec.source)
                 core[spec.name] = expr if sql_type == "text" else typed(expr, sql_type)
     custom = custom_fields_expr(cfg.account_fields, ACCOUNT_CORE)
     definitions = [s for s in cfg.account_fields if s.definition and s.name not in ACCOUNT_CORE]
     if definitions:
-        extra = ", ".join(f"'{s.name}', to_jsonb({definition_sql(s.definition, cfg, params)})" for s in definitions)
+        extra = ", ".join(f"'{s.name}', to_jsonb({values[s.name]})" for s in definitions)
         custom = f"({custom} || jsonb_strip_nulls(jsonb_build_object({extra})))"
     if cfg.parent_external_id:
         parent = text_expr(cfg.parent_external_id)
-    elif m["native_parent_crm_id"] != "NULL::text":
+    elif m["native_parent_crm_id"] != null("text"):
         parent = (f"(SELECT {text_expr(cfg.account_external_id, 'pp.payload')} FROM raw.leads pp "
                   f"WHERE pp.tenant_id = :t AND pp.source_id = {m['native_parent_crm_id']})")
     else:
-        parent = "NULL::text"
+        parent = null("text")
+    deal_ctes = "".join(f"{cte},\n    " for cte in [_deal_canon_cte(cfg), *ctes]) if ctes else ""
     return f"""
-    WITH {_deal_canon_cte(cfg)},
-    l AS (SELECT r.source_id, r.payload p, r.source_updated_at, {aid} AS aid
+    WITH {deal_ctes}l AS (SELECT r.source_id, r.payload p, r.source_updated_at, {aid} AS aid
             FROM raw.leads r CROSS JOIN LATERAL (SELECT r.payload p) _
            WHERE r.tenant_id = :t AND r.deleted_at IS NULL AND ({sync_filter_sql(cfg, params)})),
     c AS (SELECT l.*, count(*) OVER (PARTITION BY aid) AS n FROM l)
@@ -153,7 +165,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
            {core['name']} AS name, {parent} AS parent_account_external_id,
            {core['owner_crm_user_id']} AS owner_crm_user_id, {core['next_renewal_date']} AS next_renewal_date,
            {core['crm_url']} AS crm_url, {custom} AS custom_fields, c.source_updated_at
-      FROM c"""
+      FROM c {" ".join(joins)}"""
 
 
 def contacts_candidates(tenant: TenantConfig, params: _Params, accounts: str = "cs.accounts") -> str:

@@ -64,3 +64,23 @@ def test_a_definition_field_can_never_be_editable():
         parse_tenants({"tenants": {"acme": {"crm": cfg}}})
     message = str(err.value)
     assert "'acme'" in message and "next_renewal_date.editable" in message and "never be editable" in message
+
+
+def test_a_definition_is_one_aggregate_over_the_deals_not_a_subquery_per_account(engine):
+    # A correlated subquery per account rescans every deal of the tenant for each account
+    # (quadratic); the plan of the account candidates must hold no SubPlan, only a grouped
+    # aggregate joined back to the accounts.
+    import sqlalchemy as sa
+
+    from cz_pipeline.model.derive import _Params, accounts_candidates
+
+    cfg = close_crm_config("http://127.0.0.1:1")
+    cfg["account_fields"]["deals_won"] = {"definition": {"from": "deals", "aggregate": "count", "field": "amount",
+                                                         "where": [{"field": "status_type", "op": "eq", "value": "won"}]}}
+    tenant = parse_tenants({"tenants": {"acme": {"crm": cfg}}})["acme"]
+    params = _Params(t="acme", system="close")
+    sql = accounts_candidates(tenant, params)
+    with engine.connect() as conn:
+        plan = "\n".join(r[0] for r in conn.execute(sa.text(f"EXPLAIN {sql}"), params.values))
+    assert "SubPlan" not in plan, plan
+    assert plan.count("HashAggregate") + plan.count("GroupAggregate") >= 2, plan  # one per definition
