@@ -36,6 +36,7 @@ check: install
 
 bench: install
 	$(BIN)/python benchmarks/close_sync.py --leads 5000
+	$(BIN)/python benchmarks/cs_accounts.py
 
 sandbox: install
 	$(BIN)/python -m cz_pipeline.sandbox --demo
