@@ -37,3 +37,20 @@ def null(sql_type: str) -> str:
     if sql_type not in SQL_TYPES:
         raise ValueError(f"unknown SQL type {sql_type!r}")
     return f"NULL::{sql_type}"
+
+
+# Set-based publications hash whole tenants; at the default 4MB a hashed NOT EXISTS or join
+# spills and Postgres falls back to rescanning per row.
+WORK_MEM = "256MB"
+
+
+def set_work_mem(conn) -> None:
+    """A work_mem that fits a tenant's hash tables, for this transaction only."""
+    conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+
+
+def analyze_temp(conn, *tables: str) -> None:
+    """Statistics on temp tables just filled: autovacuum never analyzes temp tables, and without
+    statistics the planner picks nested loops over them."""
+    for table in tables:
+        conn.exec_driver_sql(f"ANALYZE pg_temp.{table}")

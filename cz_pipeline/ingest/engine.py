@@ -29,8 +29,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from cz_pipeline.core.http import Page, Record
+from cz_pipeline.core.sql import WORK_MEM
 from cz_pipeline.sources.spec import Connector
 from ..warehouse.migrations import RAW_ENTITIES
+
+
+ANALYZE_AFTER_ROWS = 10_000  # below this, default statistics plan well enough
 
 
 @dataclass
@@ -203,6 +207,11 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         # One bad record never stops the tenant: it is set aside with a reason, the rest lands.
         _quarantine(cur, tenant_id, entity, rejected)
         result.quarantined = len(rejected)
+        # Temp tables are never auto-analyzed: without statistics the merge and the full-sync
+        # anti-join below get nested loops over a large stage.
+        cur.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+        if result.records_read >= ANALYZE_AFTER_ROWS:
+            cur.execute("ANALYZE pg_temp.stage")
 
         # The newest copy of each id wins (pages overlap at window boundaries).
         cur.execute(f"""
@@ -260,6 +269,12 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
                     {"t": tenant_id, "e": entity, "hw": high_water, "fp": fingerprint, "m": mode, "now": started})
         _ledger(cur, result, "success", started, dagster_run_id)
         raw_conn.commit()
+        if result.inserted >= ANALYZE_AFTER_ROWS:
+            # A new large tenant in a warehouse that holds others: autovacuum analyzes later, and
+            # the derivations of this very run would plan on stale statistics. After the commit,
+            # so concurrent syncs of other tenants never wait on its lock.
+            cur.execute(f"ANALYZE raw.{entity}")
+            raw_conn.commit()
         return result
     except BaseException as exc:
         raw_conn.rollback()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from cz_pipeline.config.tenants import CrmConfig, Definition, FilterCondition, TenantConfig
 from cz_pipeline.model.mapping import ACCOUNT_CORE, CONTACT_CORE, canonical, custom_fields_expr, text_expr, typed
-from cz_pipeline.core.sql import null
+from cz_pipeline.core.sql import analyze_temp, null, set_work_mem
 
 DEAL_COLUMNS = {"name": "text", "status_label": "text", "status_type": "text", "amount": "numeric",
                 "currency": "text", "start_date": "date", "end_date": "date", "close_date": "date"}
@@ -308,8 +308,10 @@ def publish(conn: sa.Connection, tenant: TenantConfig, table: str, mode: str) ->
     spec = TABLES[table]
     params = _Params(t=tenant.tenant_id, system=tenant.crm.system, entity=spec.table)
     conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.cand")
+    set_work_mem(conn)
     conn.execute(sa.text(f"CREATE TEMP TABLE cand ON COMMIT DROP AS {candidates_sql(table, tenant, params)}"),
                  params.values)
+    analyze_temp(conn, "cand")
     result = PublishResult(f"cs.{table}")
     t = {"t": tenant.tenant_id, "entity": spec.table}
 

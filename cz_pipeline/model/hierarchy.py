@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from cz_pipeline.config.tenants import TenantConfig
+from cz_pipeline.core.sql import analyze_temp, set_work_mem
 from cz_pipeline.model.mapping import canonical
 
 ENTITY = "account_hierarchy"  # sync.quarantine entity
@@ -121,7 +122,9 @@ def publish_hierarchy(conn: sa.Connection, tenant: TenantConfig) -> HierarchyRes
     t = {"t": tenant.tenant_id, "entity": ENTITY}
     conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.hier")
     nodes = nodes_sql(tenant, "(SELECT * FROM cs.accounts WHERE tenant_id = :t)")
+    set_work_mem(conn)
     conn.execute(sa.text(f"CREATE TEMP TABLE hier ON COMMIT DROP AS {hierarchy_sql(nodes)}"), t)
+    analyze_temp(conn, "hier")
     result = HierarchyResult()
 
     result.quarantined = conn.execute(sa.text("""

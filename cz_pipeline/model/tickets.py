@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from cz_pipeline.core.sql import set_work_mem
 from cz_pipeline.model.mapping import typed
 
 WHY_SQL = """
@@ -61,7 +62,6 @@ WHY_SQL = """
      WHERE tenant_id = :tenant AND ticket_id = :ticket
      ORDER BY id DESC"""
 
-WORK_MEM = "256MB"
 ANALYZE_AFTER = 10_000  # rows inserted/deleted in one publication that warrant fresh statistics
 COLUMNS = ("subject", "status", "customer_email", "created_at", "updated_at", "ticket_url",
            "contact_external_id", "account_external_id", "match_status")
@@ -218,7 +218,7 @@ def publish_tickets(conn: sa.Connection, tenant_id: str, base_url: str,
     """Derive `cs.tickets` for one tenant and log match changes. Call inside a transaction."""
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{tenant_id}/cs.tickets"})
     # The joins hash a tenant's contacts and tickets: give them memory rather than temp files.
-    conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    set_work_mem(conn)
     row = conn.execute(sa.text(PUBLISH_SQL), {"t": tenant_id, "site": site_url(base_url),
                                               "run": dagster_run_id}).one()
     result = TicketPublishResult(inserted=row.inserted, updated=row.updated, deleted=row.deleted,
