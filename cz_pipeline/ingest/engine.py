@@ -273,8 +273,11 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
             # A new large tenant in a warehouse that holds others: autovacuum analyzes later, and
             # the derivations of this very run would plan on stale statistics. After the commit,
             # so concurrent syncs of other tenants never wait on its lock.
-            cur.execute(f"ANALYZE raw.{entity}")
-            raw_conn.commit()
+            try:
+                cur.execute(f"ANALYZE raw.{entity}")
+                raw_conn.commit()
+            except Exception:  # statistics are an optimisation: the landed data is committed
+                raw_conn.rollback()
         return result
     except BaseException as exc:
         raw_conn.rollback()
