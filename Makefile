@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 demo: install
 	@set -e; eval "$$($(BIN)/python -m cz_pipeline.warehouse.embedded)"; \
 	. demo/env.sh; \
-	$(BIN)/python -m cz_pipeline.sandbox --demo & SANDBOX=$$!; \
+	$(BIN)/python -m cz_pipeline.sandbox --demo --mbox "$(CZ_DATA_DIR)/mail/demo.mbox" & SANDBOX=$$!; \
 	trap 'kill $$SANDBOX 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m cz_pipeline.demo; \
 	VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dg dev

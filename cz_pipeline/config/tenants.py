@@ -19,10 +19,12 @@ import yaml
 
 from cz_pipeline.sources.registry import SOURCES, systems
 
-TENANT_ID_RE = re.compile(r"^[a-z0-9_]{1,40}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would let "acme\n" through.
+TENANT_ID_RE = re.compile(r"^[a-z0-9_]{1,40}\Z")
 # A source field: `status_label`, `custom.cf_xxx`, `Parent_Account.id`, `Start_Date__c`.
-FIELD_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z0-9_$]+)*$")
-CONFIG_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+FIELD_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z0-9_$]+)*\Z")
+CONFIG_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
+EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+\Z")
 FILTER_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "not_exists")
 AGGREGATES = ("max", "min", "sum", "count")
 DEFINITION_SOURCES = ("deals",)
@@ -151,6 +153,7 @@ class TenantConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     win_loss: dict[str, Any] | None = None
     incentives: dict[str, Any] | None = None
+    notify: tuple[str, ...] = ()       # the tenant's admins: who hears of refused credentials, failing syncs
 
 
 # ---- parsing ---------------------------------------------------------------------------------
@@ -386,6 +389,19 @@ def _quality(ctx: _Ctx, raw: Any) -> QualityConfig:
     return QualityConfig(out)
 
 
+def _emails(ctx: _Ctx, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ctx.error("expected a list of email addresses")
+    out = []
+    for i, value in enumerate(raw):
+        if not isinstance(value, str) or not EMAIL_RE.match(value):
+            raise ctx.at(i).error(f"not an email address: {value!r}")
+        out.append(value)
+    return tuple(out)
+
+
 def parse_tenants(raw: Any) -> dict[str, TenantConfig]:
     if not isinstance(raw, dict) or set(raw) != {"tenants"} or not isinstance(raw["tenants"], dict):
         raise ConfigError("tenants file: expected a single top-level key 'tenants' holding a mapping of tenant id to config")
@@ -394,7 +410,7 @@ def parse_tenants(raw: Any) -> dict[str, TenantConfig]:
         ctx = _Ctx(str(tenant_id))
         if not isinstance(tenant_id, str) or not TENANT_ID_RE.match(tenant_id):
             raise ctx.error("bad tenant id: use 1-40 characters of a-z, 0-9 and _")
-        body = _mapping(ctx, body, {"crm"}, {"helpdesk", "quality", "win_loss", "incentives"})
+        body = _mapping(ctx, body, {"crm"}, {"helpdesk", "quality", "win_loss", "incentives", "notify"})
         tenants[tenant_id] = TenantConfig(
             tenant_id=tenant_id,
             crm=_crm(ctx.at("crm"), body["crm"]),
@@ -402,6 +418,7 @@ def parse_tenants(raw: Any) -> dict[str, TenantConfig]:
             quality=_quality(ctx.at("quality"), body.get("quality")),
             win_loss=body.get("win_loss"),
             incentives=body.get("incentives"),
+            notify=_emails(ctx.at("notify"), body.get("notify")),
         )
     return tenants
 

@@ -1,8 +1,10 @@
-"""`python -m cz_pipeline.sandbox [--demo] [--host H] [--close-port P] [--zoho-port P] [--desk-port P]`
+"""`python -m cz_pipeline.sandbox [--demo] [--host H] [--close-port P] [--zoho-port P] [--desk-port P]
+[--salesforce-port P] [--smtp-port P] [--mbox FILE]`
 
 Serves the vendor fakes on loopback until interrupted. `--demo` uses the fixed ports the demo
 tenants file points at and mutates a few records in the background (`--mutate-every` seconds),
-so a routine sync left running in the UI always has something to pick up.
+so a routine sync left running in the UI always has something to pick up. An SMTP sink takes
+the notifications (`--mbox` keeps them in a file).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .server import RunningSandbox
 from .teamwork_desk import TeamworkDeskSandbox
 
 DEMO_PORTS = {"close": 8701, "zoho": 8702, "desk": 8703, "salesforce": 8704}
+DEMO_SMTP_PORT = 8725  # demo/env.sh points CZ_SMTP_URL here
 
 
 def demo_ticket_emails(close: CloseSandbox, rng: random.Random, n: int = 12) -> list[str]:
@@ -48,6 +51,8 @@ def main() -> None:
     parser.add_argument("--desk-port", type=int, default=None)
     parser.add_argument("--salesforce-port", type=int, default=None)
     parser.add_argument("--mutate-every", type=float, default=60.0)
+    parser.add_argument("--smtp-port", type=int, default=None)
+    parser.add_argument("--mbox", default=None, help="append every mail the SMTP sink receives to this mbox file")
     args = parser.parse_args()
     ports = {k: (getattr(args, f"{k}_port") or (v if args.demo else 0)) for k, v in DEMO_PORTS.items()}
 
@@ -64,6 +69,10 @@ def main() -> None:
     servers["salesforce"] = (RunningSandbox(SalesforceSandbox(), args.host, ports["salesforce"]), "/services/data")
     for name, (server, prefix) in servers.items():
         print(f"sandbox {name}: {server.url}{prefix}", flush=True)
+    from .mail import MailSink
+
+    mail = MailSink(args.host, args.smtp_port or (DEMO_SMTP_PORT if args.demo else 0), args.mbox)
+    print(f"sandbox smtp: {mail.url}" + (f" (mails in {args.mbox})" if args.mbox else ""), flush=True)
 
     stop = threading.Event()
     if args.demo and args.mutate_every > 0:
@@ -77,6 +86,7 @@ def main() -> None:
         stop.set()
         for server, _ in servers.values():
             server.stop()
+        mail.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     from cz_pipeline.config.tenants import CrmConfig, HelpdeskConfig
 
 
+@dataclass(frozen=True)
+class BuildContext:
+    """What a connector may need beyond its configuration: the tenant it serves and the warehouse
+    (for sources that keep state there, e.g. rotated OAuth refresh tokens)."""
+
+    tenant_id: str
+    engine: Any = None                                   # sqlalchemy.Engine of the warehouse
+
+
 @runtime_checkable
 class Connector(Protocol):
     """One vendor API as the ingest engine sees it: pages of records, deletions, field metadata."""
@@ -58,7 +67,7 @@ class SourceSpec:
     system: str
     kind: Literal["crm", "helpdesk"]
     secret_credentials: frozenset[str]           # required, always given as {env: NAME}
-    connector: str                               # "module:Class.from_config", called with (cfg, policy)
+    connector: str                               # "module:Class.from_config", called with (cfg, policy, context)
     entities: tuple[str, ...]
     auth: str                                    # how requests are authorised, for the docs and the UI
     delete_feed: str | None = None               # where deletions come from; None: full-sync diff only
@@ -68,12 +77,13 @@ class SourceSpec:
     native_parents: bool = True                  # False: the parent account comes from a configured field
     mapping: str | None = None                   # "module:DICT" of canonical SQL per entity (CRMs)
 
-    def build(self, cfg: "CrmConfig | HelpdeskConfig", policy: RetryPolicy | None = None) -> Connector:
+    def build(self, cfg: "CrmConfig | HelpdeskConfig", policy: RetryPolicy | None = None,
+              context: BuildContext | None = None) -> Connector:
         try:
             factory: Callable[..., Connector] = _resolve(self.connector)
         except AttributeError:
             raise NotImplementedError(f"no connector for {self.system} yet") from None
-        return factory(cfg, policy)
+        return factory(cfg, policy, context)
 
     def canonical(self) -> dict[str, dict[str, str]]:
         if self.mapping is None:

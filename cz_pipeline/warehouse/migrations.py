@@ -295,6 +295,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         PRIMARY KEY (tenant_id, system, grant_key)
     );
     """),
+    (6, "notifications: every message sent to a tenant's admins, and the open incidents", """
+    CREATE TABLE sync.notifications (
+        id          bigserial   PRIMARY KEY,
+        tenant_id   text        NOT NULL,
+        kind        text        NOT NULL,   -- credentials_refused, sync_failing, ..._resolved, product kinds
+        recipients  text[]      NOT NULL,
+        subject     text        NOT NULL,
+        body        text        NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        sent_at     timestamptz,            -- NULL: not delivered (see error)
+        error       text
+    );
+    CREATE INDEX ON sync.notifications (tenant_id, created_at);
+    -- An incident is announced once when it opens and once when it ends.
+    CREATE TABLE sync.incidents (
+        tenant_id  text        NOT NULL,
+        kind       text        NOT NULL,
+        opened_at  timestamptz NOT NULL DEFAULT now(),
+        detail     text,
+        PRIMARY KEY (tenant_id, kind)
+    );
+    """),
     (8, "robustness: safe casts for every supported PostgreSQL version", r"""
     -- Casts from payload text to typed columns that yield NULL instead of an error, on
     -- PostgreSQL 14-18 alike (pg_input_is_valid exists only from 16). Plain SQL functions,

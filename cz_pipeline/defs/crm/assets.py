@@ -5,10 +5,11 @@ each lands its connector's pages in `raw.<entity>` through the sync engine."""
 import dagster as dg
 import sqlalchemy as sa
 
-from cz_pipeline.sources import ApiError, AuthError, build_crm_connector
+from cz_pipeline.sources import ApiError, AuthError, BuildContext, build_crm_connector
 from cz_pipeline.ingest.engine import sync_entity
 from cz_pipeline.ingest.preflight import check_configured_fields
-from cz_pipeline.config.tenants import ConfigError, MissingSecretError
+from cz_pipeline import notify
+from cz_pipeline.config.tenants import ConfigError, MissingSecretError, TenantConfig
 from ..resources import TenantsResource, WarehouseResource, markdown_table, sync_mode
 
 CRM_ENTITIES = {
@@ -36,33 +37,53 @@ def connector_or_fail(tenant_id: str, build, cfg):
         raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
 
 
-def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, entity: str, connector, *,
-             source_system: str, fingerprint: str, overlap_seconds: int, settle_lag_seconds: int,
-             preflight=None) -> dg.MaterializeResult:
+def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, entity: str, connector,
+             tenant: TenantConfig, *, source_system: str, fingerprint: str, overlap_seconds: int,
+             settle_lag_seconds: int, preflight=None) -> dg.MaterializeResult:
     """Run the engine for one entity and turn its result into asset metadata. Credential and
-    configuration problems fail without Dagster retries: retrying cannot fix them."""
+    configuration problems fail without Dagster retries: retrying cannot fix them. Refused
+    credentials and failure streaks are announced to the tenant's admins (`notify`), once."""
     engine = warehouse.engine()
     tenant_id = context.partition_key
     try:
-        result = sync_entity(
-            engine, tenant_id=tenant_id, source_system=source_system, entity=entity, connector=connector,
-            requested_mode=sync_mode(context), fingerprint=fingerprint, overlap_seconds=overlap_seconds,
-            settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id, preflight=preflight)
+        try:
+            result = sync_entity(
+                engine, tenant_id=tenant_id, source_system=source_system, entity=entity, connector=connector,
+                requested_mode=sync_mode(context), fingerprint=fingerprint, overlap_seconds=overlap_seconds,
+                settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id, preflight=preflight)
+        except AuthError as exc:
+            _announce(context, notify.credentials_refused, engine, tenant_id, tenant.notify, source_system, str(exc))
+            raise
     except ConfigError as exc:  # its message already names the tenant and the key
+        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
         raise dg.Failure(str(exc), allow_retries=False) from None
     except AuthError as exc:
+        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
         raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
     except ApiError as exc:
+        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
         # The HTTP core already retried what was transient; a 4xx answer will not change on retry.
         if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
             raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
         raise
+    except Exception as exc:
+        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, f"{type(exc).__name__}: {exc}")
+        raise
+    _announce(context, notify.sync_succeeded, engine, tenant_id, tenant.notify, source_system, context.run_id)
     context.log.info(f"{tenant_id} {entity}: {result.mode} ({result.reason}); read {result.records_read}, "
                      f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, quarantined {result.quarantined}, "
                      f"{result.api_calls} API calls")
     metadata = {k: v for k, v in result.as_metadata().items() if v is not None and k != "tenant_id"}
     metadata["preview"] = dg.MetadataValue.md(raw_preview(engine, entity, tenant_id))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _announce(context: dg.AssetExecutionContext, hook, *args) -> None:
+    """Notifications never change the outcome of the sync that triggered them."""
+    try:
+        hook(*args)
+    except Exception as exc:  # noqa: BLE001 - a broken mail path must not fail or mask a sync
+        context.log.warning(f"notification not recorded: {type(exc).__name__}: {exc}")
 
 
 def _crm_asset(entity: str, description: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -74,8 +95,9 @@ def _crm_asset(entity: str, description: str, partitions_def: dg.PartitionsDefin
     def _asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                tenants: TenantsResource) -> dg.MaterializeResult:
         tenant = tenants.get(context.partition_key)
-        connector = connector_or_fail(tenant.tenant_id, build_crm_connector, tenant.crm)
-        return run_sync(context, warehouse, entity, connector, source_system=tenant.crm.system,
+        build = BuildContext(tenant.tenant_id, warehouse.engine())
+        connector = connector_or_fail(tenant.tenant_id, lambda cfg: build_crm_connector(cfg, context=build), tenant.crm)
+        return run_sync(context, warehouse, entity, connector, tenant, source_system=tenant.crm.system,
                         fingerprint=tenant.crm.fields_fingerprint(entity),
                         overlap_seconds=tenant.crm.overlap_seconds,
                         settle_lag_seconds=tenant.crm.settle_lag_seconds,

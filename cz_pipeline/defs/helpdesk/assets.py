@@ -34,7 +34,7 @@ def build_helpdesk_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.As
             context.log.info(f"{tenant.tenant_id}: {NO_HELPDESK}")
             return dg.MaterializeResult(metadata={"skipped": NO_HELPDESK})
         connector = connector_or_fail(tenant.tenant_id, build_helpdesk_connector, cfg)
-        return run_sync(context, warehouse, "tickets", connector, source_system=cfg.system,
+        return run_sync(context, warehouse, "tickets", connector, tenant, source_system=cfg.system,
                         fingerprint=TICKETS_FINGERPRINT, overlap_seconds=cfg.overlap_seconds,
                         settle_lag_seconds=cfg.settle_lag_seconds)
 

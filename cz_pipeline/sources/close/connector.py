@@ -86,7 +86,7 @@ class CloseConnector:
         self.http = HttpClient("close", base_url, _BasicApiKey(api_key), policy)
 
     @classmethod
-    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None) -> "CloseConnector":
+    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None, context: Any = None) -> "CloseConnector":
         return cls(cfg.base_url or "", cfg.credentials["api_key"].get(), policy)
 
     # ---- discovery -----------------------------------------------------------------------

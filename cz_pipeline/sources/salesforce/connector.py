@@ -15,6 +15,7 @@ yielded and memory stays at one page. Every answer's `Sforce-Limit-Info` feeds t
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ import requests
 
 from cz_pipeline.core.http import ApiError, HttpClient, Page, Record, RetryPolicy, parse_timestamp
 
-from .auth import SalesforceOAuth, TokenStore, _error_code
+from .auth import MemoryTokenStore, SalesforceOAuth, TokenStore, _error_code
 from .limits import DEFAULT_MAX_SHARE, ApiBudget, DailyApiLimitReached
 from .pagination import NextUrlPaginator
 from .soql import DEFAULT_MAX_URL_LENGTH, KEY_FIELDS, chunk_fields, datetime_literal, ids_per_query, select, string_literal
@@ -33,6 +34,7 @@ from .writes import SalesforceWrites
 log = logging.getLogger(__name__)
 
 SYSTEM = "salesforce"
+TOKEN_KEY_ENV = "CZ_TOKEN_KEY"
 API_VERSION = "60.0"
 OBJECTS = {"leads": "Account", "contacts": "Contact", "deals": "Opportunity", "tasks": "Task", "users": "User"}
 DEFAULT_BATCH_SIZE = 2000
@@ -97,6 +99,29 @@ class SalesforceConnector(SalesforceWrites):
         self.batch_size = batch_size
         self.max_url_length = max_url_length
         self._describes: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None, context: Any = None) -> "SalesforceConnector":
+        """A tenant's connector. With the warehouse in `context`, rotated refresh tokens are kept in
+        `sync.oauth_tokens` encrypted under `CZ_TOKEN_KEY` (a Fernet key); without it (one-off
+        use), only in memory."""
+        from cz_pipeline.config.tenants import MissingSecretError, Secret
+
+        creds = cfg.credentials
+        login = creds.get("login_url")
+        store: TokenStore = MemoryTokenStore()
+        if context is not None and context.engine is not None:
+            key = os.environ.get(TOKEN_KEY_ENV)
+            if not key:
+                raise MissingSecretError(f"environment variable {TOKEN_KEY_ENV} (the key that encrypts rotated "
+                                         "Salesforce refresh tokens in the warehouse) is not set")
+            from .token_store import WarehouseTokenStore
+
+            store = WarehouseTokenStore(context.engine, context.tenant_id, key)
+        return cls(client_id=creds["client_id"].get(), client_secret=creds["client_secret"].get(),
+                   refresh_token=creds["refresh_token"].get(),
+                   login_url=login.get() if isinstance(login, Secret) else login,
+                   token_store=store, policy=policy)
 
     # ---- HTTP ------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:

@@ -179,7 +179,7 @@ class TeamworkDeskConnector:
         self._statuses: dict[str | None, dict[str, Any]] | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None) -> "TeamworkDeskConnector":
+    def from_config(cls, cfg: Any, policy: RetryPolicy | None = None, context: Any = None) -> "TeamworkDeskConnector":
         return cls(cfg.base_url, cfg.credentials["api_key"].get(), policy)
 
     # ---- the engine's surface ------------------------------------------------------------

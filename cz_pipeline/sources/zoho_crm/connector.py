@@ -241,7 +241,7 @@ class ZohoCrmConnector:
         self.refused_fields: dict[str, set[str]] = {}  # module -> api names the server refused in `fields`
 
     @classmethod
-    def from_config(cls, cfg: CrmConfig, policy: RetryPolicy | None = None) -> "ZohoCrmConnector":
+    def from_config(cls, cfg: CrmConfig, policy: RetryPolicy | None = None, context: Any = None) -> "ZohoCrmConnector":
         creds = cfg.credentials
 
         def literal(key: str) -> str | None:  # endpoints: written literally or as {env: …}
