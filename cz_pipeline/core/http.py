@@ -49,6 +49,11 @@ class AuthError(ApiError):
     """Credentials were refused: stop the tenant's sync, never retry in a loop."""
 
 
+class AllowanceExhausted(ApiError):
+    """The vendor's request allowance is used up (or the share we may use of it): stop the sync
+    now; retrying before the allowance recovers only spends what is left."""
+
+
 @dataclass
 class RetryPolicy:
     max_attempts: int = 6

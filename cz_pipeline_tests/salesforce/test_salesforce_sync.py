@@ -4,6 +4,7 @@ the same raw and cs tables as a Close or Zoho tenant."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -183,3 +184,52 @@ def test_invalid_grant_stops_the_tenant_with_a_reauthorise_message_and_notifies_
     kinds = [r["kind"] for r in rows(engine, "SELECT kind FROM sync.notifications WHERE tenant_id = :t ORDER BY id",
                                      t=tenant_id)]
     assert kinds == ["credentials_refused", "credentials_refused_resolved"]
+
+
+def test_the_daily_cap_stops_the_run_at_once_with_a_clear_message_and_no_retries(
+        sf, sf_env, write_tenants, warehouse_url, engine, tenant_id):
+    app, server, control = sf
+    path = write_tenants({tenant_id: {"crm": sf_crm_config(server.url)}})
+    control.mutate("set", "limits", usage=100_000, limit=100_000)
+    app.queries.clear()
+    result = SyncRunner(path, warehouse_url).run("full_sync", tenant_id, raise_on_error=False)
+    assert not result.success
+    assert "daily API request limit" in " ".join(failure_messages(result))
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    assert len(app.queries) <= 5  # a handful of calls, never a retry loop
+
+
+def test_the_budget_share_stops_the_run_before_the_cap(sf, sf_env, write_tenants, warehouse_url, engine, tenant_id):
+    app, server, control = sf
+    path = write_tenants({tenant_id: {"crm": sf_crm_config(server.url)}})
+    control.mutate("set", "limits", usage=85_000, limit=100_000)  # above the default 80 % share
+    result = SyncRunner(path, warehouse_url).run("full_sync", tenant_id, raise_on_error=False)
+    assert not result.success
+    messages = " ".join(failure_messages(result))
+    assert re.search(r"used 850\d\d of its 100000 daily API requests, at or above the configured share of 80%", messages)
+    assert app.api_usage < 100_000
+
+
+def test_an_expired_session_mid_sync_is_refreshed_and_the_sync_completes(
+        sf, sf_env, write_tenants, warehouse_url, engine, tenant_id):
+    app, server, control = sf
+    path = write_tenants({tenant_id: {"crm": sf_crm_config(server.url)}})
+    control.mutate("expire_sessions", "oauth", after_requests=6)
+    result = SyncRunner(path, warehouse_url).run("full_sync", tenant_id, raise_on_error=False)
+    assert result.success, failure_messages(result)
+    assert len(app.dump("token_requests")) >= 2  # the first token and the refresh after the 401
+    assert scalar(engine, "SELECT count(*) FROM cs.contacts WHERE tenant_id = :t", t=tenant_id) == \
+        len([c for c in app.dump("Contact") if c["Email"]])
+
+
+def test_a_field_removed_from_the_org_between_syncs_does_not_fail_the_full_sync(
+        sf, sf_env, write_tenants, warehouse_url, engine, tenant_id):
+    app, server, control = sf
+    path = write_tenants({tenant_id: {"crm": sf_crm_config(server.url)}})
+    runner = SyncRunner(path, warehouse_url)
+    runner.run("full_sync", tenant_id)
+    control.mutate("remove_field", "Account", field="Health_Notes__c")
+    result = runner.run("full_sync", tenant_id, raise_on_error=False)
+    assert result.success, failure_messages(result)
+    payload = rows(engine, "SELECT payload FROM raw.leads WHERE tenant_id = :t LIMIT 1", t=tenant_id)[0]["payload"]
+    assert "Health_Notes__c" not in payload and "Name" in payload

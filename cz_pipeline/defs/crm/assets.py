@@ -5,6 +5,7 @@ each lands its connector's pages in `raw.<entity>` through the sync engine."""
 import dagster as dg
 import sqlalchemy as sa
 
+from cz_pipeline.core.http import AllowanceExhausted
 from cz_pipeline.sources import ApiError, AuthError, BuildContext, build_crm_connector
 from cz_pipeline.ingest.engine import sync_entity
 from cz_pipeline.ingest.preflight import check_configured_fields
@@ -57,7 +58,7 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
     except ConfigError as exc:  # its message already names the tenant and the key
         _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
         raise dg.Failure(str(exc), allow_retries=False) from None
-    except AuthError as exc:
+    except (AuthError, AllowanceExhausted) as exc:
         _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
         raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
     except ApiError as exc:
@@ -74,6 +75,8 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
                      f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, quarantined {result.quarantined}, "
                      f"{result.api_calls} API calls")
     metadata = {k: v for k, v in result.as_metadata().items() if v is not None and k != "tenant_id"}
+    if hasattr(connector, "api_usage"):  # e.g. Salesforce: the org's daily allowance as last reported
+        metadata.update({k: v for k, v in connector.api_usage().items() if v is not None})
     metadata["preview"] = dg.MetadataValue.md(raw_preview(engine, entity, tenant_id))
     return dg.MaterializeResult(metadata=metadata)
 

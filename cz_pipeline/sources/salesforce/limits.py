@@ -9,18 +9,18 @@ from dataclasses import dataclass
 
 import requests
 
-from cz_pipeline.core.http import ApiError
+from cz_pipeline.core.http import AllowanceExhausted
 
 SYSTEM = "salesforce"
 DEFAULT_MAX_SHARE = 0.8
 _USAGE = re.compile(r"api-usage\s*=\s*(\d+)\s*/\s*(\d+)")
 
 
-class DailyApiLimitReached(ApiError):
+class DailyApiLimitReached(AllowanceExhausted):
     """Salesforce answered 403 REQUEST_LIMIT_EXCEEDED: the org's daily API request limit is reached."""
 
 
-class ApiBudgetExhausted(ApiError):
+class ApiBudgetExhausted(AllowanceExhausted):
     """The run stopped itself before using more than its configured share of the daily allowance."""
 
 
