@@ -31,10 +31,11 @@ class PublishResult:
     deleted: int = 0
     quarantined: int = 0
     rows: int = 0
+    candidates: int = 0  # the candidates published (not quarantined)
 
     def as_metadata(self) -> dict[str, int]:
         return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted,
-                "quarantined": self.quarantined, "rows": self.rows}
+                "quarantined": self.quarantined, "rows": self.rows, "candidates": self.candidates}
 
 
 class _Params:
@@ -255,6 +256,11 @@ class TableSpec:
     rekey: bool = False  # rows may change their key while keeping crm_id
     exclusive_with: str | None = None  # a crm_id lives in this table or that one (tasks/activities)
 
+    @property
+    def on_account(self) -> bool:
+        """Its rows belong to a published account (and leave with it)."""
+        return "account_external_id" in self.columns
+
 
 TABLES = {
     "accounts": TableSpec("accounts", "leads", "account_external_id",
@@ -344,6 +350,12 @@ def publish(conn: sa.Connection, tenant: TenantConfig, table: str, mode: str) ->
             DELETE FROM cs.{table} x USING raw.{spec.entity} r
              WHERE x.tenant_id = :t AND r.tenant_id = :t AND r.source_id = x.crm_id
                AND r.deleted_at IS NOT NULL"""), t).rowcount
+    if spec.on_account:  # rows of an account that left cs.accounts (e.g. deleted in the CRM) leave too
+        result.deleted += conn.execute(sa.text(f"""
+            DELETE FROM cs.{table} x WHERE x.tenant_id = :t AND NOT EXISTS (
+                SELECT 1 FROM cs.accounts a WHERE a.tenant_id = :t
+                   AND a.account_external_id = x.account_external_id)"""), t).rowcount
+    result.candidates = conn.execute(sa.text("SELECT count(*) FROM pg_temp.cand WHERE _reason IS NULL")).scalar_one()
     result.rows = conn.execute(sa.text(f"SELECT count(*) FROM cs.{table} WHERE tenant_id = :t"), t).scalar_one()
     conn.exec_driver_sql("DROP TABLE pg_temp.cand")
     return result

@@ -3,7 +3,9 @@
 Every `cs` asset is gated by the blocking data-quality checks on the raw assets upstream of it
 (`defs/quality/checks.py`): within a run Dagster skips it when one fails; across runs (e.g.
 materialising `cs/accounts` alone from the UI) `quality.gate()` refuses to publish while the latest
-evaluation of such a check failed, so analysts keep the last good rows either way.
+evaluation of such a check failed, so analysts keep the last good rows either way. Each table then
+publishes in one transaction that commits only if the invariants of the published set hold
+(`quality/invariants.py`).
 """
 
 
@@ -11,6 +13,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from cz_pipeline.quality import checks as quality
+from cz_pipeline.quality import invariants
 from cz_pipeline.model.derive import publish
 from cz_pipeline.model.hierarchy import publish_hierarchy
 from cz_pipeline.config.tenants import TenantConfig
@@ -77,13 +80,28 @@ def publish_table(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     tenant = tenants.get(context.partition_key)
     engine = warehouse.engine()
     enforce_gate(context, engine, tenant, table)
-    with engine.begin() as conn:
-        if table == "account_hierarchy":
-            result = publish_hierarchy(conn, tenant)
-        else:
-            result = publish(conn, tenant, table, sync_mode(context))
+    mode = sync_mode(context)
+
+    def write(conn: sa.Connection):
+        return publish_hierarchy(conn, tenant) if table == "account_hierarchy" else publish(conn, tenant, table, mode)
+
+    try:
+        result, held = invariants.publish_checked(engine, tenant, table, write, mode=mode,
+                                                  dagster_run_id=context.run.run_id)
+    except invariants.InvariantViolation as exc:
+        raise dg.Failure(
+            description=str(exc) + "\n" + "\n".join(f"- {o.name}: sample {o.sample}" for o in exc.failed),
+            metadata={"tenant": tenant.tenant_id, "violated_invariants": [o.name for o in exc.failed],
+                      "sample_offending_rows": dg.MetadataValue.md(
+                          markdown_table([{"invariant": o.name, "id": row.get("id"),
+                                          "detail": {k: v for k, v in row.items() if k != "id"}}
+                                         for o in exc.failed for row in o.sample],
+                                         limit=quality.SAMPLE_SIZE))},
+            allow_retries=False) from None
     context.log.info(f"{tenant.tenant_id} cs.{table}: {result.as_metadata()}")
-    return dg.MaterializeResult(metadata={**result.as_metadata(), "preview": _preview(engine, table, tenant.tenant_id)})
+    return dg.MaterializeResult(metadata={
+        **result.as_metadata(), "invariants_held": dg.MetadataValue.text(", ".join(o.name for o in held) or "none"),
+        "preview": _preview(engine, table, tenant.tenant_id)})
 
 
 def _cs_asset(table: str, description: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:

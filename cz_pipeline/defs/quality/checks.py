@@ -3,9 +3,11 @@
 Where the checks attach, and why the gate holds:
 - The blocking checks validate the *staged candidates* — what `cs` would become — so they attach
   to the raw assets whose landing produces them: `crm/leads` (AccountExternalID present/unique,
-  parent references resolve, no hierarchy cycles), `crm/contacts` (ContactExternalID valid and
-  unique), `crm/deals` and `crm/tasks` (they reference a synced account). A failing ERROR check
-  fails its check step; Dagster then skips everything downstream of the checked raw asset in that
+  parent references resolve, no hierarchy cycles, account count), `crm/contacts` (ContactExternalID
+  valid and unique), `crm/deals` and `crm/tasks` (they reference a synced account). Record-level
+  checks pass while the offenders (quarantined at publication) stay under the tenant's threshold
+  (default a quarter) and report their counts and samples; past it, or when the account count
+  drops by more than half, the ERROR check fails its check step; Dagster then skips everything downstream of the checked raw asset in that
   run: `cs/accounts`, `cs/account_hierarchy`, `cs/contacts`, ... keep their last good rows while
   the raw data has already landed (the raw asset materialised before its check ran).
 - Within a run that is Dagster's blocking; across runs it is not (dagster issue #25112), so every
@@ -13,7 +15,9 @@ Where the checks attach, and why the gate holds:
   before publishing: it refuses (a `dg.Failure` naming the check and tenant) while the latest
   evaluation of a blocking check upstream failed, and evaluates checks itself when their latest
   results are older than the raw data.
-- WARN checks (account count drop, contacts without an account) never block.
+- WARN checks (contacts without an account) never block.
+- The checks are their own steps (one multi-asset check per raw asset), downstream of the sync
+  step: a sync that fails never starts them, so a failed sync is never reported as a failed check.
 
 One multi-asset check per raw asset: one GX validation computes all of its checks. Great
 Expectations is imported only when a check runs, never when the definitions load.
