@@ -49,7 +49,7 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -497,18 +497,31 @@ def latest_results(conn: sa.Connection, tenant_id: str, names: Iterable[str]) ->
     return out
 
 
-def gate(engine: sa.Engine, tenant: TenantConfig, entities: Iterable[str],
-         dagster_run_id: str | None = None) -> list[CheckOutcome]:
+def synced_in_run(engine: sa.Engine, tenant_id: str, dagster_run_id: str) -> set[str]:
+    """The raw entities a Dagster run synced successfully for the tenant."""
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT DISTINCT entity FROM sync.runs WHERE tenant_id = :t AND dagster_run_id = :r AND status = 'success'"),
+            {"t": tenant_id, "r": dagster_run_id}).scalars())
+
+
+def gate(engine: sa.Engine, tenant: TenantConfig, entities: Iterable[str], dagster_run_id: str | None = None,
+         refresh: Iterable[str] = (),
+         report: Callable[[list[CheckOutcome]], None] | None = None) -> list[CheckOutcome]:
     """The failing blocking checks among those attached to `entities` (raw entities upstream of a
     `cs` table), by their latest evaluation. A group whose latest results are missing, older than
     the raw data they read (a newer successful sync of one of its entities) or made under another
-    threshold is evaluated now, so unchecked data never passes the gate."""
-    specs = [s for s in CHECKS if s.blocking and s.entity in set(entities)]
+    threshold is evaluated now, so unchecked data never passes the gate. The groups of `refresh`
+    are brought up to date the same way without gating. `report` receives every group's outcomes
+    evaluated here."""
+    wanted = set(entities)
+    groups = sorted((wanted | set(refresh)) & set(GROUP_ENTITIES))
+    specs = [s for s in CHECKS if s.blocking and s.entity in groups]
     if not specs:
         return []
     with engine.connect() as conn:
         latest = latest_results(conn, tenant.tenant_id, [s.name for s in specs])
-        markers = {e: data_marker(conn, tenant.tenant_id, GROUP_ENTITIES[e]) for e in {s.entity for s in specs}}
+        markers = {e: data_marker(conn, tenant.tenant_id, GROUP_ENTITIES[e]) for e in groups}
     stale = sorted({s.entity for s in specs
                     if (r := latest.get(s.name)) is None or r.data_marker < markers[s.entity]
                     or not math.isclose(r.threshold, threshold_for(tenant, s), abs_tol=1e-12)})
@@ -520,4 +533,6 @@ def gate(engine: sa.Engine, tenant: TenantConfig, entities: Iterable[str],
                 latest.update(latest_results(conn, tenant.tenant_id, [s.name for s in checks_for(entity)]))
             continue
         latest.update({o.name: o for o in outcomes})
-    return [latest[s.name] for s in specs if not latest[s.name].passed]
+        if report is not None:
+            report(outcomes)
+    return [latest[s.name] for s in specs if s.entity in wanted and not latest[s.name].passed]
