@@ -50,8 +50,8 @@ class _Params:
         return f":{name}"
 
 
-def _today(cfg: CrmConfig) -> str:
-    return f"(now() AT TIME ZONE '{cfg.timezone}')::date"
+def _today(cfg: CrmConfig, params: _Params) -> str:
+    return f"(now() AT TIME ZONE CAST({params.bind(cfg.timezone)} AS text))::date"
 
 
 def condition_sql(cond: FilterCondition, expr: str, params: _Params, cfg: CrmConfig, sql_type: str | None = None) -> str:
@@ -67,7 +67,7 @@ def condition_sql(cond: FilterCondition, expr: str, params: _Params, cfg: CrmCon
         return test if op == "in" else f"NOT {test}"
     sym = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
     if value == "today":
-        lhs, rhs = (expr if sql_type == "date" else typed(expr, "date")), _today(cfg)
+        lhs, rhs = (expr if sql_type == "date" else typed(expr, "date")), _today(cfg, params)
     elif sql_type and sql_type != "text":
         lhs, rhs = expr, f"CAST({params.bind(_text(value))} AS {sql_type})"
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -131,7 +131,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
     custom = custom_fields_expr(cfg.account_fields, ACCOUNT_CORE)
     definitions = [s for s in cfg.account_fields if s.definition and s.name not in ACCOUNT_CORE]
     if definitions:
-        extra = ", ".join(f"'{s.name}', to_jsonb({definition_sql(s.definition, cfg, params)})" for s in definitions)
+        extra = ", ".join(f"CAST({params.bind(s.name)} AS text), to_jsonb({definition_sql(s.definition, cfg, params)})" for s in definitions)
         custom = f"({custom} || jsonb_strip_nulls(jsonb_build_object({extra})))"
     if cfg.parent_external_id:
         parent = text_expr(cfg.parent_external_id)
@@ -140,6 +140,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
                   f"WHERE pp.tenant_id = :t AND pp.source_id = {m['native_parent_crm_id']})")
     else:
         parent = "NULL::text"
+    field = params.bind(cfg.account_external_id)
     return f"""
     WITH {_deal_canon_cte(cfg)},
     l AS (SELECT r.source_id, r.payload p, r.source_updated_at, {aid} AS aid
@@ -149,7 +150,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
     SELECT c.source_id AS _source_id,
            CASE WHEN aid IS NULL THEN 'missing_account_external_id'
                 WHEN n > 1 THEN 'duplicate_account_external_id' END AS _reason,
-           jsonb_build_object('field', '{cfg.account_external_id}', 'value', aid, 'name', {m['name']}) AS _detail,
+           jsonb_build_object('field', CAST({field} AS text), 'value', aid, 'name', {m['name']}) AS _detail,
            aid AS account_external_id, :system AS source_system, c.source_id AS crm_id,
            {core['name']} AS name, {parent} AS parent_account_external_id,
            {core['owner_crm_user_id']} AS owner_crm_user_id, {core['next_renewal_date']} AS next_renewal_date,
@@ -169,6 +170,7 @@ def contacts_candidates(tenant: TenantConfig, params: _Params, accounts: str = "
     by_email = cfg.contact_external_id == "email"
     cid = f"lower({core['email']})" if by_email else text_expr(cfg.contact_external_id)
     invalid = f"WHEN cid !~ '{EMAIL_RE}' THEN 'invalid_contact_external_id'" if by_email else ""
+    field = params.bind(cfg.contact_external_id)
     return f"""
     WITH x AS (SELECT r.source_id, r.payload p, r.source_updated_at, a.account_external_id, {cid} AS cid
                  FROM raw.contacts r CROSS JOIN LATERAL (SELECT r.payload p) _
@@ -178,7 +180,7 @@ def contacts_candidates(tenant: TenantConfig, params: _Params, accounts: str = "
     SELECT c.source_id AS _source_id,
            CASE WHEN cid IS NULL THEN 'missing_contact_external_id' {invalid}
                 WHEN n > 1 THEN 'duplicate_contact_external_id' END AS _reason,
-           jsonb_build_object('field', '{cfg.contact_external_id}', 'value', cid,
+           jsonb_build_object('field', CAST({field} AS text), 'value', cid,
                               'account_external_id', account_external_id) AS _detail,
            cid AS contact_external_id, c.source_id AS crm_id, account_external_id,
            {core['email']} AS email, {core['first_name']} AS first_name, {core['last_name']} AS last_name,
