@@ -137,7 +137,8 @@ class HelpdeskConfig:
 @dataclass(frozen=True)
 class QualityConfig:
     """Per-check thresholds: the share of offending records (0..1) tolerated before a blocking
-    check fails. Default 0: any violation blocks."""
+    check fails; `default` applies to every record-level check not named. The defaults per check
+    live with the checks (`cz_pipeline.quality.checks.threshold_for`)."""
 
     thresholds: dict[str, float] = field(default_factory=dict)
 

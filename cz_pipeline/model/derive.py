@@ -32,10 +32,11 @@ class PublishResult:
     deleted: int = 0
     quarantined: int = 0
     rows: int = 0
+    candidates: int = 0  # the candidates published (not quarantined)
 
     def as_metadata(self) -> dict[str, int]:
         return {"inserted": self.inserted, "updated": self.updated, "deleted": self.deleted,
-                "quarantined": self.quarantined, "rows": self.rows}
+                "quarantined": self.quarantined, "rows": self.rows, "candidates": self.candidates}
 
 
 class _Params:
@@ -50,8 +51,8 @@ class _Params:
         return f":{name}"
 
 
-def _today(cfg: CrmConfig) -> str:
-    return f"(now() AT TIME ZONE '{cfg.timezone}')::date"
+def _today(cfg: CrmConfig, params: _Params) -> str:
+    return f"(now() AT TIME ZONE CAST({params.bind(cfg.timezone)} AS text))::date"
 
 
 def condition_sql(cond: FilterCondition, expr: str, params: _Params, cfg: CrmConfig, sql_type: str | None = None) -> str:
@@ -67,7 +68,7 @@ def condition_sql(cond: FilterCondition, expr: str, params: _Params, cfg: CrmCon
         return test if op == "in" else f"NOT {test}"
     sym = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
     if value == "today":
-        lhs, rhs = (expr if sql_type == "date" else typed(expr, "date")), _today(cfg)
+        lhs, rhs = (expr if sql_type == "date" else typed(expr, "date")), _today(cfg, params)
     elif sql_type and sql_type != "text":
         lhs, rhs = expr, f"CAST({params.bind(_text(value))} AS {sql_type})"
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -142,7 +143,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
     custom = custom_fields_expr(cfg.account_fields, ACCOUNT_CORE)
     definitions = [s for s in cfg.account_fields if s.definition and s.name not in ACCOUNT_CORE]
     if definitions:
-        extra = ", ".join(f"'{s.name}', to_jsonb({values[s.name]})" for s in definitions)
+        extra = ", ".join(f"CAST({params.bind(s.name)} AS text), to_jsonb({values[s.name]})" for s in definitions)
         custom = f"({custom} || jsonb_strip_nulls(jsonb_build_object({extra})))"
     if cfg.parent_external_id:
         parent = text_expr(cfg.parent_external_id)
@@ -152,6 +153,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
     else:
         parent = null("text")
     deal_ctes = "".join(f"{cte},\n    " for cte in [_deal_canon_cte(cfg), *ctes]) if ctes else ""
+    field = params.bind(cfg.account_external_id)
     return f"""
     WITH {deal_ctes}l AS (SELECT r.source_id, r.payload p, r.source_updated_at, {aid} AS aid
             FROM raw.leads r CROSS JOIN LATERAL (SELECT r.payload p) _
@@ -160,7 +162,7 @@ def accounts_candidates(tenant: TenantConfig, params: _Params) -> str:
     SELECT c.source_id AS _source_id,
            CASE WHEN aid IS NULL THEN 'missing_account_external_id'
                 WHEN n > 1 THEN 'duplicate_account_external_id' END AS _reason,
-           jsonb_build_object('field', '{cfg.account_external_id}', 'value', aid, 'name', {m['name']}) AS _detail,
+           jsonb_build_object('field', CAST({field} AS text), 'value', aid, 'name', {m['name']}) AS _detail,
            aid AS account_external_id, :system AS source_system, c.source_id AS crm_id,
            {core['name']} AS name, {parent} AS parent_account_external_id,
            {core['owner_crm_user_id']} AS owner_crm_user_id, {core['next_renewal_date']} AS next_renewal_date,
@@ -180,6 +182,7 @@ def contacts_candidates(tenant: TenantConfig, params: _Params, accounts: str = "
     by_email = cfg.contact_external_id == "email"
     cid = f"lower({core['email']})" if by_email else text_expr(cfg.contact_external_id)
     invalid = f"WHEN cid !~ '{EMAIL_RE}' THEN 'invalid_contact_external_id'" if by_email else ""
+    field = params.bind(cfg.contact_external_id)
     return f"""
     WITH x AS (SELECT r.source_id, r.payload p, r.source_updated_at, a.account_external_id, {cid} AS cid
                  FROM raw.contacts r CROSS JOIN LATERAL (SELECT r.payload p) _
@@ -189,7 +192,7 @@ def contacts_candidates(tenant: TenantConfig, params: _Params, accounts: str = "
     SELECT c.source_id AS _source_id,
            CASE WHEN cid IS NULL THEN 'missing_contact_external_id' {invalid}
                 WHEN n > 1 THEN 'duplicate_contact_external_id' END AS _reason,
-           jsonb_build_object('field', '{cfg.contact_external_id}', 'value', cid,
+           jsonb_build_object('field', CAST({field} AS text), 'value', cid,
                               'account_external_id', account_external_id) AS _detail,
            cid AS contact_external_id, c.source_id AS crm_id, account_external_id,
            {core['email']} AS email, {core['first_name']} AS first_name, {core['last_name']} AS last_name,
@@ -266,6 +269,11 @@ class TableSpec:
     columns: tuple[str, ...]
     rekey: bool = False  # rows may change their key while keeping crm_id
     exclusive_with: str | None = None  # a crm_id lives in this table or that one (tasks/activities)
+
+    @property
+    def on_account(self) -> bool:
+        """Its rows belong to a published account (and leave with it)."""
+        return "account_external_id" in self.columns
 
 
 TABLES = {
@@ -358,6 +366,12 @@ def publish(conn: sa.Connection, tenant: TenantConfig, table: str, mode: str) ->
             DELETE FROM cs.{table} x USING raw.{spec.entity} r
              WHERE x.tenant_id = :t AND r.tenant_id = :t AND r.source_id = x.crm_id
                AND r.deleted_at IS NOT NULL"""), t).rowcount
+    if spec.on_account:  # rows of an account that left cs.accounts (e.g. deleted in the CRM) leave too
+        result.deleted += conn.execute(sa.text(f"""
+            DELETE FROM cs.{table} x WHERE x.tenant_id = :t AND NOT EXISTS (
+                SELECT 1 FROM cs.accounts a WHERE a.tenant_id = :t
+                   AND a.account_external_id = x.account_external_id)"""), t).rowcount
+    result.candidates = conn.execute(sa.text("SELECT count(*) FROM pg_temp.cand WHERE _reason IS NULL")).scalar_one()
     result.rows = conn.execute(sa.text(f"SELECT count(*) FROM cs.{table} WHERE tenant_id = :t"), t).scalar_one()
     conn.exec_driver_sql("DROP TABLE pg_temp.cand")
     return result

@@ -8,25 +8,35 @@ failure keeps the last good `cs` rows in place (the Dagster layer wires that, se
 
 How GX runs: one ephemeral GX context per process (created on first use; importing GX alone takes
 seconds, so it is imported lazily, never at definitions load), one SQL datasource per warehouse
-URL, and per check group one query asset over the candidate SQL. The datasource materialises the
-query once into a temp table (`create_temp_table=True`) and every metric is computed in Postgres
-over it: nothing is pulled into pandas. One validation (a small suite) per group.
+URL, and per check group one table asset over the staged candidates. One validation (a small
+suite) per group.
 
 Check groups, by the raw asset they are attached to:
-- leads (blocking): AccountExternalID present / unique among leads meeting the sync filter; parent
-  references resolve; no hierarchy cycles (self-references count as cycles). WARN: the number of
-  leads meeting the sync filter dropped sharply versus the last sync.
-- contacts (blocking): ContactExternalID valid (an email address when it is the email) and unique
-  among the contacts of synced accounts. WARN: share of contacts without an account in the CRM.
-- deals / tasks (blocking): every deal/task whose account is a lead meeting the sync filter
-  references a *synced* account — i.e. that lead is not quarantined (missing or duplicate
-  AccountExternalID); otherwise the record would silently drop out of `cs`. Records of leads
-  outside the filter are legitimately not synced and not counted; references to leads not (yet)
-  landed are left to the next sync.
+- leads: AccountExternalID present / unique among leads meeting the sync filter; parent references
+  resolve; no hierarchy cycles (self-references count as cycles); the number of accounts that
+  would publish did not drop by more than half since the last publication of `cs.accounts`.
+- contacts: ContactExternalID valid (an email address when it is the email) and unique among the
+  contacts of synced accounts. WARN: share of contacts without an account in the CRM.
+- deals / tasks: every deal/task whose account is a lead meeting the sync filter references a
+  *synced* account — i.e. that lead is not quarantined (missing or duplicate AccountExternalID);
+  otherwise the record drops out of `cs`. Records of leads outside the filter are legitimately not
+  synced and not counted; references to leads not (yet) landed are left to the next sync.
 
-Thresholds: `tenant.quality.threshold(check)` is the tolerated share of offending records for a
-blocking check (default 0: any violation blocks), passed to GX as `mostly = 1 - threshold`. WARN
-checks use their own defaults unless the tenant names them explicitly.
+Two kinds of blocking rule:
+- Record-level rules (every check above but the account count): the offending records or links are
+  quarantined by the publication (`sync.quarantine`, with a reason) and the rest publishes. The
+  check reports counts and a sample, and fails only past a share that signals a systemic failure
+  (default RECORD_LEVEL_THRESHOLD: more than a quarter of the records).
+- Dataset-level rules block by default: the account count (default: a drop of more than half),
+  and the invariants of the published set (`quality/invariants.py`), checked as each `cs` table
+  publishes. They catch bugs and broken filters, never dirty records.
+
+Thresholds: `thresholds.<check>` in the tenant's quality block is the tolerated share (of
+offending records; for the account count, of the drop); `thresholds.default` sets it for every
+record-level check the tenant does not name. GX gets it as `mostly = 1 - threshold`.
+
+The candidate sets are staged once per validation into an unlogged table with bound parameters;
+GX validates that table (every metric computed in Postgres) and drops nothing into pandas.
 
 Every evaluation is recorded in `sync.check_results`; `gate()` reads the latest ones so a `cs`
 table refuses to publish across runs while a blocking check on its upstream failed.
@@ -37,10 +47,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,33 +71,45 @@ class QualityError(RuntimeError):
     """A check could not be evaluated (not: a check failed)."""
 
 
+RECORD_LEVEL_THRESHOLD = 0.25  # more than a quarter of the records offending: a systemic failure
+ACCOUNT_DROP_THRESHOLD = 0.5  # more than half of the accounts gone since the last publication
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     name: str
     entity: str  # the raw entity (Dagster asset crm/<entity>) the check is attached to
     blocking: bool
     description: str
-    warn_default: float = 0.0  # WARN checks: threshold unless the tenant configures one
+    default_threshold: float = RECORD_LEVEL_THRESHOLD  # unless the tenant configures one
+    record_level: bool = True  # offenders are quarantined; `thresholds.default` applies
 
 
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("account_external_id_present", "leads", True,
-              "Every lead meeting the sync filter has an AccountExternalID."),
+              "Every lead meeting the sync filter has an AccountExternalID (leads without one are quarantined)."),
     CheckSpec("account_external_id_unique", "leads", True,
-              "AccountExternalIDs are unique among the leads meeting the sync filter."),
+              "AccountExternalIDs are unique among the leads meeting the sync filter (leads sharing one are "
+              "quarantined)."),
     CheckSpec("parent_references_resolve", "leads", True,
-              "Every parent reference names a synced account (no dangling parents)."),
+              "Every parent reference names a synced account (dangling parents are quarantined; the account "
+              "becomes a root)."),
     CheckSpec("no_hierarchy_cycles", "leads", True,
-              "The parent/child hierarchy has no cycles and no account is its own parent."),
-    CheckSpec("account_count_drop", "leads", False,
-              "The number of leads meeting the sync filter did not drop sharply versus the last sync "
-              "(default: by more than 20%).", warn_default=0.2),
+              "The parent/child hierarchy has no cycles and no account is its own parent (such links are "
+              "quarantined; the accounts become roots)."),
+    CheckSpec("account_count_drop", "leads", True,
+              "Dataset-level: the number of accounts that would publish did not drop by more than half (default) "
+              "since the last publication of cs.accounts (a broken filter or a partial API answer).",
+              default_threshold=ACCOUNT_DROP_THRESHOLD, record_level=False),
     CheckSpec("contact_external_id_valid", "contacts", True,
-              "Contacts of synced accounts have a valid ContactExternalID (an email address when it is the email)."),
+              "Contacts of synced accounts have a valid ContactExternalID (an email address when it is the email); "
+              "invalid ones are quarantined."),
     CheckSpec("contact_external_id_unique", "contacts", True,
-              "ContactExternalIDs are unique among the contacts of synced accounts."),
+              "ContactExternalIDs are unique among the contacts of synced accounts (contacts sharing one are "
+              "quarantined)."),
     CheckSpec("contacts_without_account", "contacts", False,
-              "Share of contacts with no account in the CRM (default warning above 5%).", warn_default=0.05),
+              "Share of contacts with no account in the CRM (default warning above 5%).",
+              default_threshold=0.05, record_level=False),
     CheckSpec("deals_reference_synced_account", "deals", True,
               "Every deal of a lead meeting the sync filter references a synced account (the lead is not "
               "quarantined)."),
@@ -107,9 +129,14 @@ def checks_for(entity: str) -> list[CheckSpec]:
 
 
 def threshold_for(tenant: TenantConfig, spec: CheckSpec) -> float:
-    if spec.blocking:
-        return tenant.quality.threshold(spec.name)
-    return tenant.quality.thresholds.get(spec.name, spec.warn_default)
+    """The tenant's threshold for the check by name; else, for a record-level check, the tenant's
+    `default`; else the check's own default."""
+    configured = tenant.quality.thresholds
+    if spec.name in configured:
+        return configured[spec.name]
+    if spec.record_level and "default" in configured:
+        return configured["default"]
+    return spec.default_threshold
 
 
 @dataclass
@@ -129,6 +156,7 @@ class CheckOutcome:
     data_marker: int = 0
     evaluated_at: datetime | None = None
     dagster_run_id: str | None = None
+    asset: str = ""  # the checked asset when it is not crm/<entity> (the cs tables' invariants)
 
     @property
     def severity(self) -> str:
@@ -136,7 +164,7 @@ class CheckOutcome:
 
     @property
     def asset_key(self) -> str:
-        return f"crm/{self.entity}"
+        return self.asset or f"crm/{self.entity}"
 
     def as_metadata(self) -> dict[str, Any]:
         return {"passed": self.passed, "offending": self.offending, "total": self.total,
@@ -147,37 +175,13 @@ class CheckOutcome:
 
 # ---- SQL of the candidate sets ----------------------------------------------------------------
 
-_BIND_RE = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")  # SQLAlchemy's own rule for `:name` binds
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return f"ARRAY[{', '.join(_literal(v) for v in value)}]::text[]"
-    text = str(value)
-    if "\x00" in text:
-        raise QualityError("NUL character in a SQL literal")
-    return "'" + text.replace("'", "''") + "'"  # standard_conforming_strings (Postgres default)
-
-
-def inline_params(sql: str, values: dict[str, Any]) -> str:
-    """Inline bind parameters as SQL literals: a GX query asset is plain SQL text. Values come from
-    validated configuration; strings are quoted, so nothing can escape its literal."""
-    return _BIND_RE.sub(lambda m: _literal(values[m.group(1)]) if m.group(1) in values else m.group(0), sql)
-
-
 def _good_accounts(alias: str = "ac") -> str:
     return (f"(SELECT CAST(:t AS text) AS tenant_id, _source_id AS crm_id, account_external_id "
             f"FROM {alias} WHERE _reason IS NULL)")
 
 
-def group_sql(tenant: TenantConfig, entity: str) -> str:
-    """The query a group's expectations run over (bind parameters inlined). Column `source_id`
+def group_sql(tenant: TenantConfig, entity: str) -> tuple[str, dict[str, Any]]:
+    """The query a group's expectations run over and its bind parameters. Column `source_id`
     identifies the record in samples."""
     cfg = tenant.crm
     params = _Params(t=tenant.tenant_id, system=cfg.system, entity="accounts")
@@ -214,18 +218,21 @@ def group_sql(tenant: TenantConfig, entity: str) -> str:
          WHERE r.tenant_id = :t AND r.deleted_at IS NULL"""
     else:
         raise ValueError(f"no quality checks for entity {entity!r}")
-    return inline_params(f"SELECT * FROM ({body}\n) q", params.values)
+    return f"SELECT * FROM ({body}\n) q", params.values
 
 
 def _mostly(threshold: float) -> float:
     return 1.0 if threshold <= 0 else max(0.0, 1.0 - threshold - 1e-12)
 
 
-def _expectations(gx: Any, tenant: TenantConfig, entity: str,
-                  previous_count: int | None) -> list[tuple[CheckSpec, Any]]:
+def _expectations(gx: Any, tenant: TenantConfig, entity: str) -> list[tuple[CheckSpec, Any]]:
+    """The GX expectation of every check of the group but the account count (computed in SQL
+    against the last publication, see `_account_count`)."""
     E = gx.expectations
     out = []
     for spec in checks_for(entity):
+        if spec.name == "account_count_drop":
+            continue
         mostly = _mostly(threshold_for(tenant, spec))
         meta = {"check": spec.name}
         if spec.name == "account_external_id_present":
@@ -239,9 +246,6 @@ def _expectations(gx: Any, tenant: TenantConfig, entity: str,
             exp = E.ExpectColumnValuesToNotBeInSet(column="hierarchy_status",
                                                    value_set=["hierarchy_cycle", "self_parent"],
                                                    mostly=mostly, meta=meta)
-        elif spec.name == "account_count_drop":
-            floor = math.ceil(previous_count * (1 - threshold_for(tenant, spec))) if previous_count else 0
-            exp = E.ExpectTableRowCountToBeBetween(min_value=floor, meta=meta)
         elif spec.name == "contact_external_id_valid":
             regex = EMAIL_RE if tenant.crm.contact_external_id == "email" else r"\S"
             exp = E.ExpectColumnValuesToMatchRegex(column="contact_external_id_checked", regex=regex,
@@ -304,15 +308,39 @@ def _redact(text: str, url: sa.URL) -> str:
     return text
 
 
-def _validate(engine: sa.Engine, sql: str, build: Any) -> list[tuple[CheckSpec, Any]]:
-    """Run one GX suite (built by `build(gx)`) over the query `sql`; returns (spec, result) pairs."""
+STAGING_SCHEMA = "sync"
+STAGING_PREFIX = "check_candidates_"
+
+
+@contextmanager
+def _staged(engine: sa.Engine, sql: str, params: dict[str, Any]) -> Iterator[str]:
+    """Materialise a group's candidates once (bound parameters, one statement) into an unlogged
+    table that GX and the account count read; dropped afterwards. Yields the table name."""
+    table = STAGING_PREFIX + uuid.uuid4().hex[:16]
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE UNLOGGED TABLE {STAGING_SCHEMA}.{table} AS {sql}"), params)
+    except sa.exc.SQLAlchemyError as exc:
+        raise QualityError(f"staging the check candidates failed: {type(exc).__name__}: "
+                           f"{_redact(str(exc.orig if hasattr(exc, 'orig') else exc), engine.url)[:500]}") from None
+    try:
+        yield table
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGING_SCHEMA}.{table}")
+
+
+def _validate(engine: sa.Engine, table: str, build: Any) -> list[tuple[CheckSpec, Any]]:
+    """Run one GX suite (built by `build(gx)`) over the staged `table`; returns (spec, result) pairs."""
     url = engine.url.render_as_string(hide_password=False)
     with _GX_LOCK:
         try:
             gx, datasource = _gx_datasource(url)
             pairs = build(gx)
+            if not pairs:
+                return []
             name = f"q_{uuid.uuid4().hex[:12]}"
-            asset = datasource.add_query_asset(name, query=sql)
+            asset = datasource.add_table_asset(name, table_name=table, schema_name=STAGING_SCHEMA)
             try:
                 batch = asset.add_batch_definition_whole_table("all").get_batch()
                 suite = gx.ExpectationSuite(name=name, expectations=[exp for _, exp in pairs])
@@ -346,24 +374,38 @@ def data_marker(conn: sa.Connection, tenant_id: str, entities: Iterable[str]) ->
         {"t": tenant_id, "e": list(entities)}).scalar_one()
 
 
-def _previous_count(conn: sa.Connection, tenant_id: str) -> int | None:
+def last_published_accounts(conn: sa.Connection, tenant_id: str) -> int | None:
+    """The number of accounts the latest publication of cs.accounts published (None: never)."""
     return conn.execute(sa.text(
-        "SELECT total FROM sync.check_results WHERE tenant_id = :t AND check_name = 'account_count_drop' "
+        "SELECT candidates FROM sync.publications WHERE tenant_id = :t AND table_name = 'accounts' "
         "ORDER BY id DESC LIMIT 1"), {"t": tenant_id}).scalar()
 
 
-def _outcome(tenant: TenantConfig, spec: CheckSpec, res: Any, previous_count: int | None) -> CheckOutcome:
+def _account_count(engine: sa.Engine, tenant: TenantConfig, table: str, previous: int | None) -> CheckOutcome:
+    """Dataset-level: the accounts that would publish now (not quarantined) against the last
+    publication. Blocks when the drop exceeds the threshold (default: more than half)."""
+    spec = CHECKS_BY_NAME["account_count_drop"]
+    threshold = threshold_for(tenant, spec)
+    with engine.connect() as conn:
+        # hierarchy_status is NULL exactly for the quarantined candidates
+        observed = conn.execute(sa.text(f"SELECT count(hierarchy_status) FROM {STAGING_SCHEMA}.{table}")).scalar_one()
+    drop = max((previous or 0) - observed, 0)
+    share = drop / previous if previous else 0.0
+    passed = share <= threshold + 1e-12
+    if previous is None:
+        message = f"{observed} accounts would publish (first publication)"
+    else:
+        message = (f"{'passed' if passed else 'FAILED'}: {observed} accounts would publish; {previous} at the last "
+                   f"publication of cs.accounts ({-share:+.1%}; blocks a drop above {threshold:.0%})")
+    expectation = "account_count_vs_last_publication"
+    return CheckOutcome(spec.name, spec.entity, spec.blocking, passed, drop, observed, share, threshold, expectation,
+                        None if passed else expectation, [], message)
+
+
+def _outcome(tenant: TenantConfig, spec: CheckSpec, res: Any) -> CheckOutcome:
     r = res.result or {}
     threshold = threshold_for(tenant, spec)
     expectation = res.expectation_config.type
-    if spec.name == "account_count_drop":
-        observed = int(r.get("observed_value") or 0)
-        drop = max((previous_count or 0) - observed, 0)
-        share = drop / previous_count if previous_count else 0.0
-        message = (f"{observed} leads meet the sync filter; {previous_count} at the last sync ({-share:+.0%})"
-                   if previous_count is not None else f"{observed} leads meet the sync filter (first sync)")
-        return CheckOutcome(spec.name, spec.entity, spec.blocking, bool(res.success), drop, observed, share, threshold,
-                            expectation, None if res.success else expectation, [], message)
     element_count = int(r.get("element_count") or 0)
     total = element_count - int(r.get("missing_count") or 0)
     offending = int(r.get("unexpected_count") or 0)
@@ -374,7 +416,8 @@ def _outcome(tenant: TenantConfig, spec: CheckSpec, res: Any, previous_count: in
         source_id = row.pop("source_id", None)
         sample.append({"source_id": source_id, "value": next(iter(row.values()), None)})
     verdict = "passed" if res.success else "FAILED"
-    message = (f"{verdict}: {offending} of {total} offending ({share:.1%}; threshold {threshold:.1%}) — "
+    kept = (" — quarantined, the rest publishes" if spec.record_level and offending and res.success else "")
+    message = (f"{verdict}: {offending} of {total} offending ({share:.1%}; threshold {threshold:.1%}){kept} — "
                f"{spec.description}")
     return CheckOutcome(spec.name, spec.entity, spec.blocking, bool(res.success), offending, total, share, threshold,
                         expectation, None if res.success else expectation, sample, message)
@@ -388,11 +431,15 @@ def run_checks(engine: sa.Engine, tenant: TenantConfig, entity: str, dagster_run
     specs = checks_for(entity)
     with engine.connect() as conn:
         marker = data_marker(conn, tenant.tenant_id, GROUP_ENTITIES[entity])
-        previous = _previous_count(conn, tenant.tenant_id) if entity == "leads" else None
+        previous = last_published_accounts(conn, tenant.tenant_id) if entity == "leads" else None
     try:
-        sql = group_sql(tenant, entity)
-        pairs = _validate(engine, sql, lambda gx: _expectations(gx, tenant, entity, previous))
-        outcomes = [_outcome(tenant, spec, res, previous) for spec, res in pairs]
+        sql, params = group_sql(tenant, entity)
+        with _staged(engine, sql, params) as table:
+            pairs = _validate(engine, table, lambda gx: _expectations(gx, tenant, entity))
+            by_name = {spec.name: _outcome(tenant, spec, res) for spec, res in pairs}
+            if entity == "leads":
+                by_name["account_count_drop"] = _account_count(engine, tenant, table, previous)
+        outcomes = [by_name[s.name] for s in specs]
     except (QualityError, NotImplementedError) as exc:
         failed = [CheckOutcome(s.name, s.entity, s.blocking, False, 0, 0, 0.0, threshold_for(tenant, s), "",
                                "evaluation_error", [], f"could not be evaluated: {exc}") for s in specs]
@@ -450,18 +497,31 @@ def latest_results(conn: sa.Connection, tenant_id: str, names: Iterable[str]) ->
     return out
 
 
-def gate(engine: sa.Engine, tenant: TenantConfig, entities: Iterable[str],
-         dagster_run_id: str | None = None) -> list[CheckOutcome]:
+def synced_in_run(engine: sa.Engine, tenant_id: str, dagster_run_id: str) -> set[str]:
+    """The raw entities a Dagster run synced successfully for the tenant."""
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT DISTINCT entity FROM sync.runs WHERE tenant_id = :t AND dagster_run_id = :r AND status = 'success'"),
+            {"t": tenant_id, "r": dagster_run_id}).scalars())
+
+
+def gate(engine: sa.Engine, tenant: TenantConfig, entities: Iterable[str], dagster_run_id: str | None = None,
+         refresh: Iterable[str] = (),
+         report: Callable[[list[CheckOutcome]], None] | None = None) -> list[CheckOutcome]:
     """The failing blocking checks among those attached to `entities` (raw entities upstream of a
     `cs` table), by their latest evaluation. A group whose latest results are missing, older than
     the raw data they read (a newer successful sync of one of its entities) or made under another
-    threshold is evaluated now, so unchecked data never passes the gate."""
-    specs = [s for s in CHECKS if s.blocking and s.entity in set(entities)]
+    threshold is evaluated now, so unchecked data never passes the gate. The groups of `refresh`
+    are brought up to date the same way without gating. `report` receives every group's outcomes
+    evaluated here."""
+    wanted = set(entities)
+    groups = sorted((wanted | set(refresh)) & set(GROUP_ENTITIES))
+    specs = [s for s in CHECKS if s.blocking and s.entity in groups]
     if not specs:
         return []
     with engine.connect() as conn:
         latest = latest_results(conn, tenant.tenant_id, [s.name for s in specs])
-        markers = {e: data_marker(conn, tenant.tenant_id, GROUP_ENTITIES[e]) for e in {s.entity for s in specs}}
+        markers = {e: data_marker(conn, tenant.tenant_id, GROUP_ENTITIES[e]) for e in groups}
     stale = sorted({s.entity for s in specs
                     if (r := latest.get(s.name)) is None or r.data_marker < markers[s.entity]
                     or not math.isclose(r.threshold, threshold_for(tenant, s), abs_tol=1e-12)})
@@ -473,4 +533,6 @@ def gate(engine: sa.Engine, tenant: TenantConfig, entities: Iterable[str],
                 latest.update(latest_results(conn, tenant.tenant_id, [s.name for s in checks_for(entity)]))
             continue
         latest.update({o.name: o for o in outcomes})
-    return [latest[s.name] for s in specs if not latest[s.name].passed]
+        if report is not None:
+            report(outcomes)
+    return [latest[s.name] for s in specs if s.entity in wanted and not latest[s.name].passed]

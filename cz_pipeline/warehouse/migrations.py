@@ -343,6 +343,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                   WHEN lower(btrim(v)) IN ('false', 'f', 'no', 'n', 'off', '0') THEN false END
     $$;
     """),
+    (9, "quality gate: publications (the baseline of the dataset-level checks)", """
+    -- One row per successful publication of a cs table for a tenant: how many rows analysts got
+    -- and how many candidates were published. The account-count check compares the next
+    -- candidates with the latest publication of cs.accounts.
+    CREATE TABLE sync.publications (
+        id              bigserial PRIMARY KEY,
+        tenant_id       text NOT NULL,
+        table_name      text NOT NULL,
+        rows            bigint NOT NULL,
+        candidates      bigint NOT NULL,
+        quarantined     bigint NOT NULL DEFAULT 0,
+        mode            text,
+        dagster_run_id  text,
+        published_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX publications_latest_idx ON sync.publications (tenant_id, table_name, id DESC);
+    """),
 ]
 
 

@@ -1,8 +1,10 @@
-"""The data-quality gate (design section 7): bad source data never silently reaches analysts.
+"""The data-quality gate: bad source data never silently reaches analysts.
 
 Within a run, a failing blocking check stops `cs/accounts`, `cs/account_hierarchy` and everything
 downstream for the tenant while raw data still lands; across runs, a `cs` asset materialised on
-its own refuses while the latest blocking check upstream failed. Thresholds are per tenant."""
+its own refuses while the latest blocking check upstream failed. Thresholds are per tenant and per
+check: these tests set strict ones (0: any offending record blocks) where they exercise blocking;
+the defaults (quarantine and publish the rest) are covered in test_dirty_tenant.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from cz_pipeline_tests.conftest import CF, rows, scalar
 from cz_pipeline_tests.quality.conftest import (check_evaluations, cs_snapshot, failure_messages, materialize,
                                                 materialized, new_account, set_lead)
 
+STRICT_UNIQUE = {"account_external_id_unique": 0.0}
 DOWNSTREAM_OF_LEADS = {"cs/accounts", "cs/account_hierarchy", "cs/contacts", "cs/deals", "cs/tasks", "cs/activities"}
 
 
@@ -23,7 +26,7 @@ def _inject_duplicates(control) -> tuple[dict, dict]:
 
 def test_duplicate_account_ids_above_the_threshold_block_cs_in_that_run_and_keep_the_last_good_rows(
         quality_tenant, tenant_id, engine, close_control, close_app: CloseSandbox):
-    runner = quality_tenant()
+    runner = quality_tenant(STRICT_UNIQUE)
     runner.run("full_sync", tenant_id)
     before = cs_snapshot(engine, tenant_id)
     assert before["accounts"] and before["account_hierarchy"] and before["contacts"]
@@ -92,7 +95,7 @@ def test_a_tenant_threshold_above_the_duplicate_share_lets_good_accounts_publish
 
 def test_the_cross_run_gate_refuses_a_standalone_cs_accounts_materialization_after_a_failed_check(
         quality_tenant, tenant_id, engine, close_control):
-    runner = quality_tenant()
+    runner = quality_tenant(STRICT_UNIQUE)
     runner.run("full_sync", tenant_id)
     _, second = _inject_duplicates(close_control)
     assert not runner.run("routine_sync", tenant_id, raise_on_error=False).success
@@ -126,9 +129,9 @@ def test_the_cross_run_gate_refuses_a_standalone_cs_accounts_materialization_aft
     assert not refused.success and "crm/leads:account_external_id_unique" in failure_messages(refused)
 
 
-def test_bad_contacts_block_only_the_contacts_side_and_warnings_never_block(
+def test_bad_contacts_past_the_threshold_block_only_the_contacts_side_and_a_drop_under_half_does_not_block(
         quality_tenant, tenant_id, engine, close_control, close_app: CloseSandbox):
-    runner = quality_tenant()
+    runner = quality_tenant({"contact_external_id_valid": 0.0, "contact_external_id_unique": 0.0})
     runner.run("full_sync", tenant_id)
     synced = [lead for lead in close_app.dump("lead") if lead["status_label"] in ("Customer", "Trial")]
     taken = next(c for c in close_app.dump("contact") if c["lead_id"] == synced[0]["id"])["emails"][0]["email"]
@@ -136,7 +139,7 @@ def test_bad_contacts_block_only_the_contacts_side_and_warnings_never_block(
                                                           "emails": [{"email": "not-an-email"}]})
     twin = close_control.mutate("create", "contact", data={"lead_id": synced[2]["id"], "name": "Twin",
                                                            "emails": [{"email": taken.upper()}]})
-    # A sharp drop of the leads meeting the sync filter (none of them a parent): a warning only.
+    # A drop of the leads meeting the sync filter (none of them a parent), but by less than half.
     parents = {lead.get(CF["parent_account_id"]) for lead in synced}
     leaving = [lead for lead in synced[3:] if lead[CF["account_id"]] not in parents][:8]
     for lead in leaving:
@@ -151,10 +154,11 @@ def test_bad_contacts_block_only_the_contacts_side_and_warnings_never_block(
     assert not unique.passed and unique.metadata["offending"].value == 2 and twin["id"] in unique.metadata[
         "sample_offending_ids"].value
     drop = evaluations["account_count_drop"]
-    assert not drop.passed and drop.severity == dg.AssetCheckSeverity.WARN and not drop.blocking
-    assert drop.metadata["offending"].value == len(leaving)
+    assert drop.passed and drop.blocking and drop.metadata["offending"].value == len(leaving)
+    assert 0.25 < drop.metadata["share"].value < 0.5
+    assert evaluations["contacts_without_account"].severity == dg.AssetCheckSeverity.WARN
     assert evaluations["account_external_id_unique"].passed
-    # Contacts and what hangs off them are held back; accounts (and the warning) are not.
+    # Contacts and what hangs off them are held back; accounts are not.
     assert {"cs/accounts", "cs/account_hierarchy", "cs/deals"} <= materialized(result)
     assert not {"cs/contacts", "cs/tasks", "cs/activities"} & materialized(result)
     assert rows(engine, "SELECT count(*) AS n FROM cs.contacts WHERE tenant_id = :t AND crm_id IN (:a, :b)",
@@ -165,10 +169,9 @@ def test_bad_contacts_block_only_the_contacts_side_and_warnings_never_block(
 
 def test_deals_and_tasks_of_a_lead_that_lost_its_account_id_fail_the_reference_checks(
         quality_tenant, tenant_id, engine, close_control, close_app: CloseSandbox):
-    # The tenant tolerates leads without an AccountExternalID (quarantined), but not that their deals
-    # and tasks silently drop out of cs. (With the default threshold the leads check fails first, and
-    # the checks that read the account candidates are skipped in that run.)
-    runner = quality_tenant({"account_external_id_present": 1.0})
+    # The tenant tolerates leads without an AccountExternalID (quarantined; the default), but not a
+    # single deal or task dropping out of cs with them.
+    runner = quality_tenant({"deals_reference_synced_account": 0.0, "tasks_reference_synced_account": 0.0})
     runner.run("full_sync", tenant_id)
     synced_leads = [lead for lead in close_app.dump("lead") if lead["status_label"] in ("Customer", "Trial")]
     synced = {lead["id"] for lead in synced_leads}

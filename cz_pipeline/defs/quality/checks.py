@@ -1,19 +1,26 @@
 """Data-quality asset checks (Great Expectations, run in Postgres by `cz_pipeline.quality`).
 
-Where the checks attach, and why the gate holds:
+Where the checks attach, where they run, and why the gate holds:
 - The blocking checks validate the *staged candidates* — what `cs` would become — so they attach
   to the raw assets whose landing produces them: `crm/leads` (AccountExternalID present/unique,
-  parent references resolve, no hierarchy cycles), `crm/contacts` (ContactExternalID valid and
-  unique), `crm/deals` and `crm/tasks` (they reference a synced account). A failing ERROR check
-  fails its check step; Dagster then skips everything downstream of the checked raw asset in that
+  parent references resolve, no hierarchy cycles, account count), `crm/contacts` (ContactExternalID
+  valid and unique), `crm/deals` and `crm/tasks` (they reference a synced account). Record-level
+  checks pass while the offenders (quarantined at publication) stay under the tenant's threshold
+  (default a quarter) and report their counts and samples; past it, or when the account count
+  drops by more than half, the ERROR check fails its check step; Dagster then skips everything downstream of the checked raw asset in that
   run: `cs/accounts`, `cs/account_hierarchy`, `cs/contacts`, ... keep their last good rows while
   the raw data has already landed (the raw asset materialised before its check ran).
-- Within a run that is Dagster's blocking; across runs it is not (dagster issue #25112), so every
-  outcome is also recorded in `sync.check_results`, and each `cs` asset calls `quality.gate()`
-  before publishing: it refuses (a `dg.Failure` naming the check and tenant) while the latest
-  evaluation of a blocking check upstream failed, and evaluates checks itself when their latest
-  results are older than the raw data.
-- WARN checks (account count drop, contacts without an account) never block.
+- The sync jobs do not plan these checks as steps of their own: Dagster resolves every check
+  planned in a failed run but not evaluated as "execution failed", so a sync that broke (a bad API
+  key) would look like bad data. Instead, in a sync run the `cs` assets evaluate them through
+  `quality.gate()` before publishing and log each evaluation on its check (`check_evaluation`):
+  a failed sync skips the `cs` assets, and its checks stay not evaluated in that run.
+- The gate refuses (a `dg.Failure` naming the check and tenant) while the latest evaluation of a
+  blocking check upstream failed, within a run and across runs (e.g. `cs/accounts` materialised
+  alone), and evaluates checks itself when their latest results are older than the raw data;
+  every outcome is recorded in `sync.check_results`. The multi-asset checks below run the same
+  evaluation when the checks are launched on their own (from the UI or an ad-hoc selection).
+- WARN checks (contacts without an account) never block.
 
 One multi-asset check per raw asset: one GX validation computes all of its checks. Great
 Expectations is imported only when a check runs, never when the definitions load.
@@ -27,8 +34,11 @@ from cz_pipeline.quality import checks as quality
 from ..resources import TenantsResource, WarehouseResource, markdown_table
 
 
-def _result(outcome: quality.CheckOutcome) -> dg.AssetCheckResult:
-    metadata = {
+QUALITY_CHECK_KEYS = [dg.AssetCheckKey(dg.AssetKey(["crm", spec.entity]), spec.name) for spec in quality.CHECKS]
+
+
+def _metadata(outcome: quality.CheckOutcome) -> dict[str, dg.MetadataValue]:
+    return {
         "offending": dg.MetadataValue.int(outcome.offending),
         "total": dg.MetadataValue.int(outcome.total),
         "share": dg.MetadataValue.float(float(outcome.share)),
@@ -37,10 +47,25 @@ def _result(outcome: quality.CheckOutcome) -> dg.AssetCheckResult:
         "failing_expectation": dg.MetadataValue.text(outcome.failing_expectation or "none"),
         "sample_offending_ids": dg.MetadataValue.md(markdown_table(outcome.sample, limit=quality.SAMPLE_SIZE)),
     }
+
+
+def _severity(outcome: quality.CheckOutcome) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN
+
+
+def _result(outcome: quality.CheckOutcome) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         asset_key=dg.AssetKey(["crm", outcome.entity]), check_name=outcome.name, passed=outcome.passed,
-        severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
-        metadata=metadata, description=outcome.message)
+        severity=_severity(outcome), metadata=_metadata(outcome), description=outcome.message)
+
+
+def check_evaluation(outcome: quality.CheckOutcome, partition: str | None) -> dg.AssetCheckEvaluation:
+    """The evaluation of a quality check made by the gate of a `cs` asset (inside a sync run), as
+    the UI shows it on the check."""
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey(["crm", outcome.entity]), check_name=outcome.name, passed=outcome.passed,
+        metadata=_metadata(outcome), severity=_severity(outcome), description=outcome.message,
+        blocking=outcome.blocking, partition=partition)
 
 
 def _group_checks(entity: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
