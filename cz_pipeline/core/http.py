@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import random
 import re
 import sys
@@ -21,6 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+log = logging.getLogger(__name__)
+_LIMIT_HEADERS = ("retry-after", "ratelimit", "x-ratelimit", "sforce-limit")
 
 RETRYABLE_STATUS = {500, 502, 503, 504}
 DEEP_JSON_RECURSION_LIMIT = 6000  # decoding depth allowed for a page; records deeper than the
@@ -208,18 +212,24 @@ class HttpClient:
                 if attempt >= self.policy.max_attempts:
                     raise self._error(ApiError(self.system, method, url, None,
                                                f"{type(exc).__name__} after {attempt} attempts")) from None
+                log.info("%s: %s %s failed (%s); retry %d of %d", self.system, method, _path(url),
+                         type(exc).__name__, attempt, self.policy.max_attempts - 1)
                 self._backoff(attempt)
                 continue
             kwargs["headers"] = headers
             pause = pacing_wait(resp)
             if pause:
                 self._pause_until = time.monotonic() + min(pause, self.policy.max_rate_limit_wait)
+                log.info("%s: pausing %.1fs before the next call: no requests left (%s)", self.system,
+                         min(pause, self.policy.max_rate_limit_wait), _limit_header_text(resp))
             if resp.status_code in ok:
                 if not self.json_bodies or self._decode(resp):
                     return resp
                 # A truncated body, a non-JSON answer or an HTML page with status 200: transient
                 # on every vendor we know (a proxy or a half-sent answer), so retried like a 5xx.
                 if attempt < self.policy.max_attempts:
+                    log.info("%s: %s %s answered invalid JSON (%s); retry %d of %d", self.system, method,
+                             _path(url), _content_kind(resp), attempt, self.policy.max_attempts - 1)
                     self._backoff(attempt)
                     continue
                 raise self._error(ApiError(self.system, method, url, resp.status_code,
@@ -237,9 +247,14 @@ class HttpClient:
                 if attempt >= self.policy.max_attempts * 2:
                     raise self._error(ApiError(self.system, method, url, 429, "still rate limited after repeated waits"))
                 wait_s = rate_limit_wait(resp)
-                self.sleep(min(wait_s if wait_s is not None else 2.0 ** min(attempt, 5), self.policy.max_rate_limit_wait))
+                wait_s = min(wait_s if wait_s is not None else 2.0 ** min(attempt, 5), self.policy.max_rate_limit_wait)
+                log.info("%s: rate limited on %s %s (429); waiting %.1fs (%s)", self.system, method,
+                         _path(url), wait_s, _limit_header_text(resp))
+                self.sleep(wait_s)
                 continue
             if resp.status_code in RETRYABLE_STATUS and attempt < self.policy.max_attempts:
+                log.info("%s: %s %s answered %s; retry %d of %d", self.system, method, _path(url),
+                         resp.status_code, attempt, self.policy.max_attempts - 1)
                 self._backoff(attempt)
                 continue
             raise self._error(ApiError(self.system, method, url, resp.status_code, _error_text(resp)))
@@ -253,6 +268,16 @@ class HttpClient:
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
+
+
+def _path(url: str) -> str:
+    """The path of a URL for logs: never its query (it may hold tokens or personal data)."""
+    return url.split("?", 1)[0]
+
+
+def _limit_header_text(resp: requests.Response) -> str:
+    found = [f"{k}: {v}" for k, v in resp.headers.items() if k.lower().startswith(_LIMIT_HEADERS)]
+    return "; ".join(found) or "no rate-limit header"
 
 
 def _content_kind(resp: requests.Response) -> str:

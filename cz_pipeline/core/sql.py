@@ -41,6 +41,17 @@ def null(sql_type: str) -> str:
 
 # Set-based publications hash whole tenants; at the default 4MB a hashed NOT EXISTS or join
 # spills and Postgres falls back to rescanning per row.
+# Characters pasted into CRM email fields that are not part of the address: NBSP becomes a space
+# (then trimmed like one); zero-width space/joiners, word joiner and BOM are dropped.
+_EMAIL_JUNK = "chr(160) || chr(8203) || chr(8204) || chr(8205) || chr(8288) || chr(65279)"
+_EMAIL_TRIM = "' ' || chr(9) || chr(10) || chr(13)"
+
+
+def email_expr(expr: str) -> str:
+    """An email as text, cleaned of invisible characters and trimmed; '' becomes NULL."""
+    return f"NULLIF(btrim(translate({expr}, {_EMAIL_JUNK}, ' '), {_EMAIL_TRIM}), '')"
+
+
 WORK_MEM = "256MB"
 
 

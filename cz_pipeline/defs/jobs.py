@@ -17,12 +17,16 @@ JOB_DESCRIPTIONS = {
     "full_sync": "Full sync of one tenant: every record of every object; records deleted at the source or no "
                  "longer meeting the sync filter are tombstoned in raw and removed from cs.",
 }
+# A run that outlives this is hung (a stalled connection, a crashed worker the launcher cannot
+# see): run monitoring (dagster.yaml) fails it, which frees the tenant's one-run-at-a-time slot.
+MAX_RUNTIME_SECONDS = {"routine_sync": 3600, "full_sync": 6 * 3600}
 
 
 def build_jobs(partitions_def: dg.PartitionsDefinition) -> list:
     return [
         dg.define_asset_job(name, selection=SYNC_SELECTION, partitions_def=partitions_def,
                             executor_def=dg.in_process_executor, description=description,
-                            tags={SYNC_MODE_TAG: name.removesuffix("_sync")})
+                            tags={SYNC_MODE_TAG: name.removesuffix("_sync"),
+                                  "dagster/max_runtime": str(MAX_RUNTIME_SECONDS[name])})
         for name, description in JOB_DESCRIPTIONS.items()
     ]

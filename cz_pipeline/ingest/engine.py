@@ -21,6 +21,8 @@ import csv
 import hashlib
 import io
 import json
+import logging
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from cz_pipeline.sources.spec import Connector
 from ..warehouse.migrations import RAW_ENTITIES
 
 
+log = logging.getLogger(__name__)
 ANALYZE_AFTER_ROWS = 10_000  # below this, default statistics plan well enough
 
 
@@ -200,10 +203,12 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
         cur.execute("CREATE TEMP TABLE stage (seq bigserial, source_id text NOT NULL, "
                     "source_updated_at timestamptz, payload jsonb NOT NULL) ON COMMIT DROP")
         rejected: list[tuple[str, str]] = []
+        progress = _Progress(tenant_id, entity, connector, calls_before)
         for page in connector.stream(entity, since):
             if page:
                 _copy_page(cur, page, rejected)
                 result.records_read += len(page)
+            progress.page(result.records_read)
         # One bad record never stops the tenant: it is set aside with a reason, the rest lands.
         _quarantine(cur, tenant_id, entity, rejected)
         result.quarantined = len(rejected)
@@ -297,6 +302,27 @@ def sync_entity(engine: sa.Engine, *, tenant_id: str, source_system: str, entity
 def _redacted(connector: Connector, text: str) -> str:
     redact = getattr(getattr(connector, "http", None), "redact", None)
     return redact(text) if redact else text
+
+
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+class _Progress:
+    """A line at least every PROGRESS_EVERY_SECONDS while a stream runs, so a long or
+    rate-limited sync never looks hung: records so far, their rate, API calls."""
+
+    def __init__(self, tenant_id: str, entity: str, connector: Connector, calls_before: int):
+        self.tenant_id, self.entity, self.connector, self.calls_before = tenant_id, entity, connector, calls_before
+        self.started = self.last = time.monotonic()
+
+    def page(self, records: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_SECONDS:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        log.info("%s %s: %d records so far (%.0f/s), %d API calls, %.0fs", self.tenant_id, self.entity, records,
+                 records / elapsed, self.connector.http.calls - self.calls_before, elapsed)
 
 
 def _count_calls(result: EntitySyncResult, connector: Connector, calls_before: int, credits_before: int | None) -> None:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from cz_pipeline.core.sql import set_work_mem
+from cz_pipeline.core.sql import email_expr, set_work_mem
 from cz_pipeline.model.mapping import typed
 
 WHY_SQL = """
@@ -80,7 +80,7 @@ PUBLISH_SQL = f"""
 WITH t AS (  -- the few fields the model needs, from the landed payloads
     SELECT r.source_id AS ticket_id, t.p->>'subject' AS subject,
            COALESCE(t.p->'status'->>'name', t.p->'status'->>'code', t.p->'status'->>'id') AS status,
-           NULLIF(btrim(t.p->>'customer_email'), '') AS customer_email,
+           {email_expr("t.p->>'customer_email'")} AS customer_email,
            {_desk_ts('createdAt')} AS created_at, r.source_updated_at AS updated_at  -- parsed on landing
       FROM raw.tickets r CROSS JOIN LATERAL (SELECT r.payload AS p) t
      WHERE r.tenant_id = :t AND r.deleted_at IS NULL AND COALESCE(r.payload->>'state', '') <> 'deleted'

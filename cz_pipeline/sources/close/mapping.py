@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cz_pipeline.core.sql import null, typed
+from cz_pipeline.core.sql import email_expr, null, typed
 
 
 def _ts(field: str) -> str:
@@ -19,7 +19,7 @@ CLOSE = {
     "accounts": {"name": "COALESCE(p->>'display_name', p->>'name')", "owner_crm_user_id": null("text"),
                  "crm_url": "p->>'html_url'", "native_parent_crm_id": null("text")},
     "contacts": {"account_crm_id": "p->>'lead_id'",
-                 "email": "NULLIF(btrim(p->'emails'->0->>'email'), '')",
+                 "email": email_expr("p->'emails'->0->>'email'"),
                  "first_name": "NULLIF(split_part(btrim(p->>'name'), ' ', 1), '')",
                  "last_name": "NULLIF(btrim(substr(btrim(p->>'name'), length(split_part(btrim(p->>'name'), ' ', 1)) + 1)), '')",
                  "title": "NULLIF(p->>'title', '')"},

@@ -5,6 +5,8 @@ and it holds no `%` (it may pass through DBAPI paramstyle escaping)."""
 
 from __future__ import annotations
 
+from cz_pipeline.core.sql import email_expr
+
 _DATE_RE = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _TS_RE = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2})$"
 
@@ -33,7 +35,7 @@ def _id_with_prefix(field: str, prefix: str) -> str:
 SALESFORCE = {
     "accounts": {"name": "p->>'Name'", "owner_crm_user_id": "p->>'OwnerId'", "crm_url": "NULL::text",
                  "native_parent_crm_id": "NULLIF(p->>'ParentId', '')"},
-    "contacts": {"account_crm_id": "p->>'AccountId'", "email": "NULLIF(btrim(p->>'Email'), '')",
+    "contacts": {"account_crm_id": "p->>'AccountId'", "email": email_expr("p->>'Email'"),
                  "first_name": "p->>'FirstName'", "last_name": "p->>'LastName'", "title": "p->>'Title'"},
     "deals": {"account_crm_id": "p->>'AccountId'", "name": "p->>'Name'", "status_label": "p->>'StageName'",
               "status_type": f"CASE WHEN COALESCE({sf_bool('IsClosed')}, false) AND COALESCE({sf_bool('IsWon')}, false) "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cz_pipeline.core.sql import null, typed
+from cz_pipeline.core.sql import email_expr, null, typed
 
 
 def _ts(field: str) -> str:
@@ -12,7 +12,7 @@ def _ts(field: str) -> str:
 ZOHO = {
     "accounts": {"name": "p->>'Account_Name'", "owner_crm_user_id": "p->'Owner'->>'id'",
                  "crm_url": null("text"), "native_parent_crm_id": "p->'Parent_Account'->>'id'"},
-    "contacts": {"account_crm_id": "p->'Account_Name'->>'id'", "email": "NULLIF(btrim(p->>'Email'), '')",
+    "contacts": {"account_crm_id": "p->'Account_Name'->>'id'", "email": email_expr("p->>'Email'"),
                  "first_name": "p->>'First_Name'", "last_name": "p->>'Last_Name'", "title": "p->>'Title'"},
     "deals": {"account_crm_id": "p->'Account_Name'->>'id'", "name": "p->>'Deal_Name'",
               "status_label": "p->>'Stage'",
