@@ -135,6 +135,18 @@ def close_tenant(tenant_id: str, close_server: RunningSandbox, write_tenants, wa
     return SyncRunner(path, warehouse_url)
 
 
+def failure_messages(result) -> list[str]:
+    """The error and Failure descriptions of a run's failed steps."""
+    out = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            out.append(data.error.message if data.error else "")
+            if data.user_failure_data and data.user_failure_data.description:
+                out.append(data.user_failure_data.description)
+    return out
+
+
 def rows(engine: sa.Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]

@@ -45,8 +45,7 @@ class ApiError(RuntimeError):
 
     def __init__(self, system: str, method: str, url: str, status: int | None, detail: str):
         self.system, self.status = system, status
-        path = urlsplit(url).path  # the query string may hold tokens (Zoho refresh): leave it out
-        super().__init__(f"{system}: {method} {path} failed" + (f" with HTTP {status}" if status else "") + f": {detail}")
+        super().__init__(f"{system}: {method} {_path(url)} failed" + (f" with HTTP {status}" if status else "") + f": {detail}")
 
 
 class AuthError(ApiError):
@@ -271,8 +270,9 @@ class HttpClient:
 
 
 def _path(url: str) -> str:
-    """The path of a URL for logs: never its query (it may hold tokens or personal data)."""
-    return url.split("?", 1)[0]
+    """The path of a URL for errors and logs: never its query (it may hold tokens, e.g. a Zoho
+    refresh, or personal data)."""
+    return urlsplit(url).path
 
 
 def _limit_header_text(resp: requests.Response) -> str:

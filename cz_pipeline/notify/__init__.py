@@ -73,6 +73,12 @@ def close_incident(engine: sa.Engine, tenant_id: str, recipients: Sequence[str],
                   f"{body}\n\n(The problem was first reported at {closed.opened_at:%Y-%m-%d %H:%M} UTC.)")
 
 
+def _open_kinds(engine: sa.Engine, tenant_id: str) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text("SELECT kind FROM sync.incidents WHERE tenant_id = :t"),
+                                {"t": tenant_id}).scalars())
+
+
 def credentials_refused(engine: sa.Engine, tenant_id: str, recipients: Sequence[str], system: str,
                         message: str) -> int | None:
     return open_incident(
@@ -84,6 +90,8 @@ def credentials_refused(engine: sa.Engine, tenant_id: str, recipients: Sequence[
 
 def sync_failed(engine: sa.Engine, tenant_id: str, recipients: Sequence[str], message: str) -> int | None:
     """After a failed sync: announce the tenant once it has failed FAILURE_STREAK syncs in a row."""
+    if SYNC_FAILING in _open_kinds(engine, tenant_id):  # announced already: skip the ledger scan
+        return None
     with engine.connect() as conn:
         streak = conn.execute(sa.text(
             "SELECT consecutive_failures FROM sync.tenant_status WHERE tenant_id = :t"), {"t": tenant_id}).scalar()
@@ -100,9 +108,13 @@ def sync_succeeded(engine: sa.Engine, tenant_id: str, recipients: Sequence[str],
     """After an entity synced: the credentials work (that incident ends now). A failure streak
     ends with a whole sync that succeeded, which is known once the run is over, so it is
     announced by the next run's first entity."""
-    close_incident(engine, tenant_id, recipients, CREDENTIALS_REFUSED,
-                   f"[cz_pipeline] {tenant_id}: {system} accepts the credentials again",
-                   f"The sync of tenant {tenant_id} works again: {system} accepted its credentials.")
+    open_kinds = _open_kinds(engine, tenant_id)  # the common case, nothing open, is one key lookup
+    if CREDENTIALS_REFUSED in open_kinds:
+        close_incident(engine, tenant_id, recipients, CREDENTIALS_REFUSED,
+                       f"[cz_pipeline] {tenant_id}: {system} accepts the credentials again",
+                       f"The sync of tenant {tenant_id} works again: {system} accepted its credentials.")
+    if SYNC_FAILING not in open_kinds:
+        return
     with engine.connect() as conn:
         previous = conn.execute(sa.text(
             "SELECT status FROM sync.tenant_syncs WHERE tenant_id = :t AND sync_id IS DISTINCT FROM :r "

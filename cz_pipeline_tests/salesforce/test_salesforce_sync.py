@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from cryptography.fernet import Fernet
 
-from cz_pipeline_tests.conftest import SyncRunner, rows, scalar
+from cz_pipeline_tests.conftest import SyncRunner, failure_messages, rows, scalar
 
 TOKEN_KEY = Fernet.generate_key().decode()
 RAW = {"leads": "Account", "contacts": "Contact", "deals": "Opportunity", "tasks": "Task"}
@@ -50,15 +50,6 @@ def cs(engine, table, tenant):
     return rows(engine, f"SELECT * FROM cs.{table} WHERE tenant_id = :t", t=tenant)
 
 
-def failure_messages(result) -> list[str]:
-    out = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            out.append(data.error.message if data.error else "")
-            if data.user_failure_data and data.user_failure_data.description:
-                out.append(data.user_failure_data.description)
-    return out
 
 
 def test_full_sync_of_a_salesforce_tenant_fills_every_cs_table(sf, sf_env, write_tenants, warehouse_url, engine, tenant_id):

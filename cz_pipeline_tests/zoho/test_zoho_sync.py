@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from cz_pipeline.sandbox.zoho_crm import MODULES, ZohoSandbox
 from cz_pipeline.config.tenants import DEFAULT_FULL_SYNC_CRON, load_tenants
-from cz_pipeline_tests.conftest import SyncRunner, close_crm_config, rows, scalar
+from cz_pipeline_tests.conftest import SyncRunner, close_crm_config, failure_messages, rows, scalar
 from cz_pipeline_tests.zoho.conftest import SYNC_FILTER, ZOHO_SECRETS, zoho_crm_config
 
 CS_TABLES = ("accounts", "contacts", "deals", "tasks", "activities", "users")
@@ -37,15 +37,6 @@ def run_ledger(engine, tenant: str, run_id: str) -> dict[str, dict]:
                    t=tenant, r=run_id), "entity")
 
 
-def failure_messages(result) -> list[str]:
-    out = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            out.append(data.error.message if data.error else "")
-            if data.user_failure_data and data.user_failure_data.description:
-                out.append(data.user_failure_data.description)
-    return out
 
 
 def test_full_sync_of_a_zoho_tenant_fills_every_cs_table(make_zoho, write_tenants, warehouse_url, engine, tenant_id):

@@ -47,29 +47,19 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
     engine = warehouse.engine()
     tenant_id = context.partition_key
     try:
-        try:
-            result = sync_entity(
-                engine, tenant_id=tenant_id, source_system=source_system, entity=entity, connector=connector,
-                requested_mode=sync_mode(context), fingerprint=fingerprint, overlap_seconds=overlap_seconds,
-                settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id, preflight=preflight)
-        except AuthError as exc:
-            _announce(context, notify.credentials_refused, engine, tenant_id, tenant.notify, source_system, str(exc))
-            raise
-    except ConfigError as exc:  # its message already names the tenant and the key
-        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
-        raise dg.Failure(str(exc), allow_retries=False) from None
-    except (AuthError, AllowanceExhausted) as exc:
-        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
-        raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
-    except ApiError as exc:
-        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, str(exc))
-        # The HTTP core already retried what was transient; a 4xx answer will not change on retry.
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-            raise dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False) from None
-        raise
+        result = sync_entity(
+            engine, tenant_id=tenant_id, source_system=source_system, entity=entity, connector=connector,
+            requested_mode=sync_mode(context), fingerprint=fingerprint, overlap_seconds=overlap_seconds,
+            settle_lag_seconds=settle_lag_seconds, dagster_run_id=context.run_id, preflight=preflight)
     except Exception as exc:
-        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, f"{type(exc).__name__}: {exc}")
-        raise
+        message = str(exc) if isinstance(exc, (ConfigError, ApiError)) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, AuthError):
+            _announce(context, notify.credentials_refused, engine, tenant_id, tenant.notify, source_system, message)
+        _announce(context, notify.sync_failed, engine, tenant_id, tenant.notify, message)
+        failure = _final_failure(tenant_id, exc)
+        if failure is None:
+            raise
+        raise failure from None
     _announce(context, notify.sync_succeeded, engine, tenant_id, tenant.notify, source_system, context.run_id)
     context.log.info(f"{tenant_id} {entity}: {result.mode} ({result.reason}); read {result.records_read}, "
                      f"inserted {result.inserted}, updated {result.updated}, tombstoned {result.tombstoned}, quarantined {result.quarantined}, "
@@ -79,6 +69,18 @@ def run_sync(context: dg.AssetExecutionContext, warehouse: WarehouseResource, en
         metadata.update({k: v for k, v in connector.api_usage().items() if v is not None})
     metadata["preview"] = dg.MetadataValue.md(raw_preview(engine, entity, tenant_id))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _final_failure(tenant_id: str, exc: Exception) -> dg.Failure | None:
+    """The failure to report without Dagster retries when retrying cannot help; None: retry."""
+    if isinstance(exc, ConfigError):  # its message already names the tenant and the key
+        return dg.Failure(str(exc), allow_retries=False)
+    # The HTTP core already retried what was transient; refused credentials, a used-up allowance
+    # and other 4xx answers will not change on retry.
+    if isinstance(exc, (AuthError, AllowanceExhausted)) or (
+            isinstance(exc, ApiError) and exc.status is not None and 400 <= exc.status < 500 and exc.status != 429):
+        return dg.Failure(f"tenant {tenant_id!r}: {exc}", allow_retries=False)
+    return None
 
 
 def _announce(context: dg.AssetExecutionContext, hook, *args) -> None:
